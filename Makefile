@@ -1,0 +1,25 @@
+# The README's commands. Each creates .venv on first use; torch is pinned to the CPU wheel first,
+# because an unpinned torch pulls a CUDA build of several GB.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev,demo,zh,serve,plot]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m textcnn.demo
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf $(VENV) runs

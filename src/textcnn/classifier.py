@@ -1,0 +1,411 @@
+"""TextCNNClassifier: a scikit-learn style estimator around the TextCNN model.
+
+Example:
+    >>> from textcnn import TextCNNClassifier
+    >>> clf = TextCNNClassifier(epochs=2, verbose=0).fit(["good film", "bad film"] * 20, ["pos", "neg"] * 20)
+    >>> clf.predict(["a good one"]).shape
+    (1,)
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import TextCNNConfig, check_known_keys
+from .data import check_texts, length_batches, pad_batch, stratified_split
+from .errors import ConfigError, DataFormatError, NotFittedError
+from .metrics import best_thresholds, classification_report, multilabel_report
+from .model import TextCNN
+from .tokenizers import make_tokenizer, resolve_tokenizer_name
+from .training import TrainSettings, fit_model
+from .vocab import Vocab
+
+PREDICT_BATCH = 512
+_DEFAULTS = TextCNNConfig()
+
+
+class TextCNNClassifier:
+    """Kim's (2014) convolutional text classifier with its tokenizer, vocabulary and labels.
+
+    Every constructor parameter is a field of :class:`TextCNNConfig` (see its docs), plus ``verbose``
+    (0 silent, 1 progress and one line per epoch, 2 also the chosen code paths).
+
+    Attributes (set by ``fit`` or ``load``):
+        classes_: the labels, sorted; ``predict_proba`` columns follow this order.
+        config_: the resolved :class:`TextCNNConfig` (``num_class`` and ``tokenizer`` filled in).
+        tokenizer_: the tokenizer, rebuilt from its saved spec at load time.
+        vocab_: the :class:`Vocab` built from the training split.
+        model_: the trained :class:`TextCNN` module (eval mode).
+        multi_label_: whether each text may carry several labels.
+        thresholds_: per-label decision thresholds (multi-label only, tuned on dev).
+        history_: one dict per epoch (train loss, dev metrics, speed).
+    """
+
+    def __init__(
+        self,
+        *,
+        embedding_size: int = _DEFAULTS.embedding_size,
+        feature_size: int = _DEFAULTS.feature_size,
+        window_sizes: Sequence[int] = _DEFAULTS.window_sizes,
+        max_text_len: int = _DEFAULTS.max_text_len,
+        dropout_rate: float = _DEFAULTS.dropout_rate,
+        num_class: int | None = _DEFAULTS.num_class,
+        batch_norm: bool = _DEFAULTS.batch_norm,
+        embedding_mode: str = _DEFAULTS.embedding_mode,
+        embeddings: str | None = _DEFAULTS.embeddings,
+        max_norm: float | None = _DEFAULTS.max_norm,
+        tokenizer: str = _DEFAULTS.tokenizer,
+        lowercase: bool = _DEFAULTS.lowercase,
+        min_freq: int = _DEFAULTS.min_freq,
+        max_vocab_size: int | None = _DEFAULTS.max_vocab_size,
+        epochs: int = _DEFAULTS.epochs,
+        batch_size: int = _DEFAULTS.batch_size,
+        learning_rate: float = _DEFAULTS.learning_rate,
+        weight_decay: float = _DEFAULTS.weight_decay,
+        patience: int = _DEFAULTS.patience,
+        monitor: str = _DEFAULTS.monitor,
+        class_weight: str | None = _DEFAULTS.class_weight,
+        dev_fraction: float = _DEFAULTS.dev_fraction,
+        multi_label: bool | None = _DEFAULTS.multi_label,
+        label_sep: str = _DEFAULTS.label_sep,
+        seed: int = _DEFAULTS.seed,
+        device: str = _DEFAULTS.device,
+        verbose: int = 1,
+    ) -> None:
+        self.embedding_size = embedding_size
+        self.feature_size = feature_size
+        self.window_sizes = window_sizes
+        self.max_text_len = max_text_len
+        self.dropout_rate = dropout_rate
+        self.num_class = num_class
+        self.batch_norm = batch_norm
+        self.embedding_mode = embedding_mode
+        self.embeddings = embeddings
+        self.max_norm = max_norm
+        self.tokenizer = tokenizer
+        self.lowercase = lowercase
+        self.min_freq = min_freq
+        self.max_vocab_size = max_vocab_size
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.monitor = monitor
+        self.class_weight = class_weight
+        self.dev_fraction = dev_fraction
+        self.multi_label = multi_label
+        self.label_sep = label_sep
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
+
+    # ----- scikit-learn protocol -----
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in [*TextCNNConfig.field_names(), "verbose"]}
+
+    def set_params(self, **params: Any) -> "TextCNNClassifier":
+        check_known_keys({k: v for k, v in params.items() if k != "verbose"})
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.get_params().items() if k != "verbose" and v != getattr(_DEFAULTS, k)}
+        return f"TextCNNClassifier({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def _log(self, message: str, level: int = 1) -> None:
+        if self.verbose >= level:
+            print(message, file=sys.stderr, flush=True)
+
+    # ----- fitting -----
+
+    def fit(self, X: Iterable[str], y: Iterable, *, validation_data: tuple | None = None) -> "TextCNNClassifier":
+        """Builds tokenizer, vocabulary and model from the training texts and trains with early stopping.
+
+        Args:
+            X: training texts (list, pandas Series, array of str).
+            y: their labels: strings or ints, or for multi-label a list of labels per text
+                (or strings joined by ``label_sep``).
+            validation_data: ``(texts, labels)`` for early stopping; without it a stratified
+                ``dev_fraction`` of X is held out.
+
+        Returns:
+            self
+        """
+        cfg = TextCNNConfig.from_dict({k: v for k, v in self.get_params().items() if k != "verbose"})
+        texts, labels = _check_xy(X, y, "X", "y")
+        multi = _detect_multi_label(labels, cfg)
+        labels = _normalise_labels(labels, multi, cfg.label_sep)
+        if validation_data is None:
+            train_idx, dev_idx = stratified_split(labels, cfg.dev_fraction, cfg.seed)
+            self._log(f"no dev set given: holding out a stratified {cfg.dev_fraction:.0%} of train "
+                      f"({len(dev_idx)} of {len(texts)} texts) as dev")
+            dev_texts, dev_labels = [texts[i] for i in dev_idx], [labels[i] for i in dev_idx]
+            texts, labels = [texts[i] for i in train_idx], [labels[i] for i in train_idx]
+        else:
+            dev_texts, dev_labels = _check_xy(*validation_data, "validation_data[0]", "validation_data[1]")
+            dev_labels = _normalise_labels(dev_labels, multi, cfg.label_sep)
+        self._setup(cfg, texts, labels, multi)
+        self._train(texts, labels, dev_texts, dev_labels)
+        return self
+
+    def _setup(self, cfg: TextCNNConfig, texts: list[str], labels: list, multi: bool) -> None:
+        name, advice = resolve_tokenizer_name(cfg.tokenizer, texts)
+        if advice:
+            self._log(f"note: {advice}")
+        self.tokenizer_ = make_tokenizer(name, lowercase=cfg.lowercase)
+        self.vocab_ = Vocab.build((self.tokenizer_.tokenize(t) for t in texts),
+                                  min_freq=cfg.min_freq, max_size=cfg.max_vocab_size)
+        self.multi_label_ = multi
+        classes = sorted({c for row in labels for c in row}) if multi else sorted(set(labels))
+        if len(classes) < 2:
+            raise DataFormatError(f"The training labels hold {len(classes)} class(es) ({classes!r}); at least 2 are needed.")
+        if cfg.num_class is not None and cfg.num_class != len(classes):
+            raise ConfigError(f"num_class={cfg.num_class} but the training labels hold {len(classes)} classes "
+                              f"({', '.join(map(str, classes[:10]))}). Leave num_class unset to infer it.")
+        self.classes_ = np.array(classes, dtype=object)
+        self.config_ = cfg.replace(num_class=len(classes), tokenizer=name)
+        self.thresholds_ = np.full(len(classes), 0.5) if multi else None
+        self.model_ = build_model(self.config_, len(self.vocab_))
+        self._log(f"{len(texts)} training texts, {len(classes)} classes, vocabulary {len(self.vocab_)} tokens, "
+                  f"tokenizer '{name}', {sum(p.numel() for p in self.model_.parameters())} parameters")
+        if cfg.embeddings is not None:
+            from .embeddings import initialise_embeddings
+
+            initialise_embeddings(self.model_, self.vocab_, self.config_, self._log)
+
+    def _train(self, texts: list[str], labels: list, dev_texts: list[str], dev_labels: list) -> None:
+        cfg = self.config_
+        device = resolve_device(cfg.device)
+        self.model_.to(device)
+        train_ids = self.encode(texts)
+        targets = self._targets(labels)
+        dev_ids, dev_targets = self.encode(dev_texts), self._targets(dev_labels)
+        loss_fn = self._loss_fn(targets, device)
+        monitor = cfg.monitor if cfg.monitor != "auto" else ("macro_f1" if self.multi_label_ else "accuracy")
+
+        def evaluate(model) -> dict:
+            logits = self._logits_from_ids(dev_ids, device)
+            loss = float(loss_fn(logits.to(device), dev_targets.to(device)))
+            return {"loss": loss, **_headline(self._report_from_logits(logits.numpy(), dev_targets.numpy(), tune=True))}
+
+        settings = TrainSettings(
+            epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+            weight_decay=cfg.weight_decay, patience=cfg.patience, monitor=monitor, seed=cfg.seed,
+            min_len=max(cfg.window_sizes), max_norm=cfg.max_norm, device=device, progress=self.verbose >= 1,
+        )
+        result = fit_model(self.model_, train_ids, targets, loss_fn, evaluate, settings, self._log)
+        if self.multi_label_:
+            self.thresholds_ = best_thresholds(dev_targets.numpy(), _sigmoid(self._logits_from_ids(dev_ids, device).numpy()))
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.model_.to("cpu").eval()
+        self._log(f"best dev {monitor} {result.best_score:.4f} at epoch {result.best_epoch}")
+
+    def _targets(self, labels: list) -> torch.Tensor:
+        index = {c: i for i, c in enumerate(self.classes_)}
+        if self.multi_label_:
+            out = torch.zeros(len(labels), len(self.classes_))
+            for r, row in enumerate(labels):
+                out[r, [index[c] for c in row if c in index]] = 1.0
+            return out
+        unknown = sorted({str(c) for c in labels if c not in index})
+        if unknown:
+            raise DataFormatError(f"The dev labels {', '.join(unknown[:5])} do not occur in the training labels. "
+                                  "Every dev label must also be a training label.")
+        return torch.tensor([index[c] for c in labels], dtype=torch.long)
+
+    def _loss_fn(self, targets: torch.Tensor, device: torch.device):
+        weight = None
+        if self.config_.class_weight == "balanced":
+            counts = targets.sum(0) if self.multi_label_ else torch.bincount(targets, minlength=len(self.classes_))
+            counts = counts.float().clamp(min=1)
+            weight = (counts.sum() / (len(counts) * counts)).to(device)
+        if self.multi_label_:
+            # 'balanced' for multi-label weighs each label's positives against its negatives.
+            pos_weight = None if weight is None else ((len(targets) - targets.sum(0)) / targets.sum(0).clamp(min=1)).to(device)
+            return lambda logits, y: F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
+        return lambda logits, y: F.cross_entropy(logits, y, weight=weight)
+
+    # ----- prediction -----
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(
+                "This TextCNNClassifier is not fitted yet. Call fit(texts, labels) first, or load a saved "
+                "model with textcnn.load(model_dir)."
+            )
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Texts -> token id lists, cut to ``max_text_len``."""
+        self._check_fitted()
+        limit, tokenize, encode = self.config_.max_text_len, self.tokenizer_.tokenize, self.vocab_.encode
+        return [encode(tokenize(t)[:limit]) for t in texts]
+
+    @torch.inference_mode()
+    def _logits_from_ids(self, ids: list[list[int]], device: torch.device | None = None) -> torch.Tensor:
+        device = device or next(self.model_.parameters()).device
+        was_training = self.model_.training
+        self.model_.eval()
+        out = torch.empty(len(ids), len(self.classes_))
+        min_len = max(self.config_.window_sizes)
+        for batch in length_batches([len(x) for x in ids], PREDICT_BATCH):
+            x = pad_batch([ids[i] for i in batch], min_len).to(device)  # (B, T)
+            out[torch.from_numpy(batch)] = self.model_(x).float().cpu()
+        self.model_.train(was_training)
+        return out
+
+    def decision_function(self, X: Iterable[str]) -> np.ndarray:
+        """Raw logits (N, n_classes), columns in ``classes_`` order."""
+        texts = check_texts(X, "X")
+        return self._logits_from_ids(self.encode(texts)).numpy()
+
+    def predict_proba(self, X: Iterable[str]) -> np.ndarray:
+        """Class probabilities (N, n_classes): softmax, or independent sigmoids for multi-label."""
+        logits = self.decision_function(X)
+        return _sigmoid(logits) if self.multi_label_ else _softmax(logits)
+
+    def predict(self, X: Iterable[str]) -> np.ndarray:
+        """The most probable label per text; for multi-label, the list of labels above their thresholds."""
+        return self._labels_from_proba(self.predict_proba(X))
+
+    def _labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
+        if not self.multi_label_:
+            return self.classes_[proba.argmax(axis=1)]
+        out = np.empty(len(proba), dtype=object)
+        for i, row in enumerate(proba >= self.thresholds_):
+            out[i] = [self.classes_[j] for j in np.flatnonzero(row)]
+        return out
+
+    def predict_records(self, X: Iterable[str], top_k: int = 1) -> list[dict]:
+        """One dict per text: ``text``, ``label`` (or ``labels`` for multi-label), ``probability`` and ``top_k``.
+
+        The shape the CLI's jsonl output and the REST server return.
+        """
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise ConfigError(f"The 'top_k' parameter must be an int >= 1. Got {top_k!r} instead.")
+        texts = check_texts(X, "X")
+        proba = self.predict_proba(texts)
+        predicted = self._labels_from_proba(proba)
+        k = min(top_k, len(self.classes_))
+        out = []
+        for text, row, pred in zip(texts, proba, predicted):
+            order = np.argsort(-row, kind="stable")[:k]
+            rec = {"text": text}
+            if self.multi_label_:
+                rec["labels"] = [_py(c) for c in pred]
+                rec["probabilities"] = [float(row[list(self.classes_).index(c)]) for c in pred]
+            else:
+                rec["label"] = _py(pred)
+                rec["probability"] = float(row.max())
+            rec["top_k"] = [{"label": _py(self.classes_[j]), "probability": float(row[j])} for j in order]
+            out.append(rec)
+        return out
+
+    def score(self, X: Iterable[str], y: Iterable) -> float:
+        """Accuracy (exact-match accuracy for multi-label)."""
+        return self.evaluate(X, y)["accuracy"]
+
+    def evaluate(self, X: Iterable[str], y: Iterable) -> dict:
+        """A full report: accuracy, macro/weighted (and micro, multi-label) P/R/F1, per class, confusion matrix."""
+        self._check_fitted()
+        texts, labels = _check_xy(X, y, "X", "y")
+        labels = _normalise_labels(labels, self.multi_label_, self.config_.label_sep)
+        if not self.multi_label_:
+            unknown = sorted({str(c) for c in labels} - {str(c) for c in self.classes_})
+            if unknown:
+                raise DataFormatError(f"Labels {', '.join(unknown[:5])} are not among the model's classes "
+                                      f"({', '.join(map(str, self.classes_))}).")
+        logits = self._logits_from_ids(self.encode(texts)).numpy()
+        return self._report_from_logits(logits, self._targets(labels).numpy())
+
+    def _report_from_logits(self, logits: np.ndarray, targets: np.ndarray, tune: bool = False) -> dict:
+        names = [str(c) for c in self.classes_]
+        if not self.multi_label_:
+            return classification_report(targets, logits.argmax(axis=1), names)
+        proba = _sigmoid(logits)
+        thresholds = best_thresholds(targets, proba) if tune else self.thresholds_
+        return multilabel_report(targets, proba >= thresholds, names)
+
+    # ----- persistence and explanations -----
+
+    def save(self, path) -> None:
+        """Writes the model directory (see :mod:`textcnn.serialization`); atomically replaces an old one."""
+        self._check_fitted()
+        from .serialization import save_model
+
+        save_model(self, path)
+
+
+def build_model(cfg: TextCNNConfig, vocab_size: int) -> TextCNN:
+    torch.manual_seed(cfg.seed)
+    return TextCNN(
+        vocab_size=vocab_size, embedding_size=cfg.embedding_size, feature_size=cfg.feature_size,
+        window_sizes=cfg.window_sizes, num_class=cfg.num_class, dropout_rate=cfg.dropout_rate,
+        batch_norm=cfg.batch_norm, multichannel=cfg.embedding_mode == "multichannel",
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' was asked for, but PyTorch sees no CUDA GPU. Use --device cpu or auto.")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _check_xy(X, y, x_name: str, y_name: str) -> tuple[list[str], list]:
+    texts = check_texts(X, x_name)
+    labels = list(y)
+    if len(texts) != len(labels):
+        raise DataFormatError(f"{x_name} has {len(texts)} texts but {y_name} has {len(labels)} labels; they must match.")
+    if not texts:
+        raise DataFormatError(f"{x_name} is empty: at least one text is needed.")
+    return texts, labels
+
+
+def _detect_multi_label(labels: list, cfg: TextCNNConfig) -> bool:
+    if cfg.multi_label is not None:
+        return cfg.multi_label
+    if any(isinstance(y, (list, tuple)) for y in labels):
+        return True
+    return any(isinstance(y, str) and cfg.label_sep in y for y in labels)
+
+
+def _normalise_labels(labels: list, multi: bool, sep: str) -> list:
+    if not multi:
+        if any(isinstance(y, (list, tuple)) for y in labels):
+            raise DataFormatError("Some labels are lists, but multi_label=False. Pass one label per text, "
+                                  "or set multi_label=True (--multi-label on the CLI).")
+        return labels
+    out = []
+    for y in labels:
+        items = y if isinstance(y, (list, tuple)) else str(y).split(sep)
+        out.append(sorted({str(i).strip() for i in items if str(i).strip()}))
+    return out
+
+
+def _headline(report: dict) -> dict:
+    keys = ("accuracy", "macro_f1", "micro_f1")
+    return {k: report[k] for k in keys if k in report}
+
+
+def _py(value):
+    """numpy scalars -> Python scalars, for JSON."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))

@@ -1,0 +1,278 @@
+"""The ``textcnn`` command: a thin layer over the public Python API.
+
+Config flags are generated from :class:`TextCNNConfig`'s fields (``dropout_rate`` -> ``--dropout-rate``),
+so Python, ``config.json`` and the command line share one set of names. Bad input ends with one
+``error:`` line naming the file, line or flag and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from . import TextCNNClassifier, TextCNNConfig, __version__, load, read_records
+from .errors import ConfigError, TextCNNError
+
+EXIT_USAGE = 2
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    return lambda s: None if s.lower() in ("none", "null") else parse(s)
+
+
+def _int_list(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in s.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints such as 3,4,5, got {s!r}") from None
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int": int, "float": float, "str": str, "tuple[int, ...]": _int_list,
+    "int | None": _optional(int), "float | None": _optional(float), "str | None": _optional(str),
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per config field; defaults are suppressed so we know which flags were given."""
+    group = parser.add_argument_group("model and training (TextCNNConfig fields; defaults in brackets)")
+    for f in dataclasses.fields(TextCNNConfig):
+        if f.name in skip:
+            continue
+        help_text = f"{f.metadata.get('help', '')} [{_show(f.default)}]"
+        if f.type in ("bool", "bool | None"):
+            group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag(f.name), type=_PARSERS[f.type], default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Config values: those of --config FILE.json, overridden by the flags given."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"--config: '{path}' does not exist.") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config: '{path}' is not valid JSON (line {e.lineno}: {e.msg}).") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"--config: '{path}' must hold a JSON object of config fields.")
+        values = values.get("config", values)  # a model's config.json works too
+    for name in TextCNNConfig.field_names():
+        if name in vars(args):
+            values[name] = getattr(args, name)
+    try:
+        return TextCNNConfig.from_dict(values).to_dict()
+    except ConfigError as e:
+        raise ConfigError(_flag_names(str(e))) from None
+
+
+def _flag_names(message: str) -> str:
+    for name in TextCNNConfig.field_names():
+        message = message.replace(f"The '{name}' parameter", f"{flag(name)}").replace(f"'{name}'", f"'{name}' ({flag(name)})")
+    return message
+
+
+def add_input_flags(parser: argparse.ArgumentParser, format_flag: str = "--format") -> None:
+    parser.add_argument(format_flag, dest="input_format", choices=["csv", "tsv", "jsonl", "fasttext", "lines"],
+                        help="input format; by default from the extension (.csv .tsv .jsonl; others: fastText / one text per line)")
+    parser.add_argument("--text-col", default="text", help="column (or JSON field) holding the text [text]")
+    parser.add_argument("--label-col", default="label", help="column (or JSON field) holding the label [label]")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip rows with an empty text, a missing label or bad bytes, and report them")
+
+
+def _read(args, path, labeled: bool = True):
+    records = read_records(path, fmt=args.input_format, text_col=args.text_col, label_col=args.label_col,
+                           labeled=labeled, skip_invalid=args.skip_invalid)
+    if records.skipped_summary():
+        print(f"warning: {records.skipped_summary()}", file=sys.stderr)
+        for line, why in records.skipped[:5]:
+            print(f"  line {line}: {why}", file=sys.stderr)
+    return records
+
+
+# ----- commands -----
+
+def cmd_train(args) -> int:
+    params = config_from_args(args)
+    train = _read(args, args.train_file)
+    validation = None
+    if args.dev:
+        dev = _read(args, args.dev)
+        validation = (dev.texts, dev.labels)
+    clf = TextCNNClassifier(**params, verbose=0 if args.quiet else 1 + args.verbose)
+    clf.fit(train.texts, train.labels, validation_data=validation)
+    clf.save(args.out)
+    print(f"saved the model to {args.out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    clf = load(args.model_dir)
+    test = _read(args, args.test_file)
+    report = clf.evaluate(test.texts, test.labels)
+    if args.confusion_png:
+        from .plots import save_confusion_png
+
+        save_confusion_png(report, args.confusion_png)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def format_report(r: dict) -> str:
+    names = r["labels"]
+    width = max(12, max(len(n) for n in names) + 2)
+    lines = [f"{'':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for n in names:
+        c = r["per_class"][n]
+        lines.append(f"{n:<{width}}{c['precision']:>10.4f}{c['recall']:>10.4f}{c['f1']:>10.4f}{c['support']:>10}")
+    lines.append("")
+    avgs = ("micro", "macro") if r["task"] == "multi-label" else ("macro", "weighted")
+    for avg in avgs:
+        p, rec = r.get(f"{avg}_precision"), r.get(f"{avg}_recall")
+        lines.append(f"{avg + ' avg':<{width}}{p:>10.4f}{rec:>10.4f}{r[avg + '_f1']:>10.4f}{r['n']:>10}")
+    label = "exact-match accuracy" if r["task"] == "multi-label" else "accuracy"
+    lines.append(f"{label}: {r['accuracy']:.4f}  ({r['n']} texts)")
+    if r["task"] == "single-label":
+        lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+        cell = max(6, max(len(n) for n in names) + 1)
+        lines.append(" " * width + "".join(f"{n[:cell - 1]:>{cell}}" for n in names))
+        for n, row in zip(names, r["confusion_matrix"]):
+            lines.append(f"{n:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
+    return "\n".join(lines)
+
+
+def cmd_predict(args) -> int:
+    if bool(args.texts) == bool(args.input):
+        raise ConfigError("Give texts to classify as arguments, or --input FILE (--input - for standard input), not both.")
+    clf = load(args.model_dir)
+    texts = args.texts or _read(args, args.input, labeled=False).texts
+    records = clf.predict_records(texts, top_k=args.top_k)
+    out = sys.stdout
+    if args.output_format == "jsonl":
+        for rec in records:
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    elif args.output_format == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["text", "label", "probability", "top_k"])
+        for rec in records:
+            label, prob = _label_and_prob(rec)
+            writer.writerow([rec["text"], label, prob, "|".join(f"{t['label']}:{t['probability']:.4f}" for t in rec["top_k"])])
+    else:
+        for rec in records:
+            label, prob = _label_and_prob(rec)
+            extra = "" if args.top_k == 1 else "  (" + ", ".join(f"{t['label']} {t['probability']:.4f}" for t in rec["top_k"]) + ")"
+            out.write(f"{label}\t{prob}\t{rec['text']}{extra}\n")
+    return 0
+
+
+def _label_and_prob(rec: dict) -> tuple[str, str]:
+    if "labels" in rec:
+        return "|".join(map(str, rec["labels"])), "|".join(f"{p:.4f}" for p in rec["probabilities"])
+    return str(rec["label"]), f"{rec['probability']:.4f}"
+
+
+def cmd_summary(args) -> int:
+    from .classifier import build_model
+    from .summary import render_summary
+
+    if args.model_dir:
+        clf = load(args.model_dir)
+        model, cfg = clf.model_, clf.config_
+    else:
+        params = config_from_args(args)
+        params["num_class"] = params["num_class"] or 2
+        cfg = TextCNNConfig.from_dict(params)
+        model = build_model(cfg, args.vocab_size)
+    length = args.text_len or cfg.max_text_len
+    if length < max(cfg.window_sizes):
+        raise ConfigError(f"--max-text-len {length} is shorter than the widest window ({max(cfg.window_sizes)}); "
+                          "the seed's MaxPool1d(max_text_len - h + 1) needs at least that.")
+    print(render_summary(model, args.batch_size, length))
+    return 0
+
+
+# ----- parser -----
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textcnn", description="Train, evaluate, explain and serve TextCNN text classifiers.")
+    parser.add_argument("--version", action="version", version=f"textcnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train a model on a labelled file and save it",
+                       description="Train a TextCNN on TRAIN_FILE and save the model directory to --out.")
+    p.add_argument("train_file", metavar="TRAIN_FILE")
+    p.add_argument("--dev", metavar="DEV_FILE", help="dev set for early stopping (default: a stratified 10%% of train)")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="where to save the model directory")
+    p.add_argument("--config", metavar="FILE.json", help="config values as JSON (flags given override them)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="say more (which code paths run)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_input_flags(p)
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a saved model on a labelled file",
+                       description="Accuracy, macro/weighted P/R/F1, per-class scores and the confusion matrix.")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("test_file", metavar="TEST_FILE")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--confusion-png", metavar="FILE", help="draw the confusion matrix to a PNG (needs matplotlib)")
+    add_input_flags(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="classify texts given as arguments or in a file",
+                       description="Classify TEXT arguments, or --input FILE (one text per line, or csv/tsv/jsonl/fastText).")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("texts", nargs="*", metavar="TEXT")
+    p.add_argument("--input", metavar="FILE", help="file of texts; - reads standard input")
+    p.add_argument("--top-k", type=int, default=1, help="also list the K most probable labels [1]")
+    p.add_argument("--format", dest="output_format", choices=["text", "jsonl", "csv"], default="text", help="output format [text]")
+    add_input_flags(p, format_flag="--input-format")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("summary", help="the seed tutorial's shape walk-through for a config or a model",
+                       description="Shapes of every step of the forward pass, computed on real tensors.")
+    p.add_argument("model_dir", nargs="?", metavar="MODEL_DIR", help="use this model's config")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size to show [32]")
+    p.add_argument("--text-len", type=int, help="text length to show [max-text-len]")
+    p.add_argument("--vocab-size", type=int, default=5000, help="vocabulary size without a model [5000]")
+    p.add_argument("--config", metavar="FILE.json", help="config values as JSON")
+    add_config_flags(p, skip=("batch_size",))
+    p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except TextCNNError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        print(f"error: {e.strerror or e}: '{e.filename}'. Check the path and permissions.", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,165 @@
+"""TextCNNConfig: every hyperparameter in one frozen dataclass.
+
+Field names follow the seed tutorial (``embedding_size``, ``feature_size``, ``window_sizes``,
+``max_text_len``, ``dropout_rate``, ``num_class``) and are the same in Python, in ``config.json``
+and, in kebab-case, on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+EMBEDDING_MODES = ("rand", "static", "non-static", "multichannel")
+DEVICES = ("auto", "cpu", "cuda")
+MONITORS = ("auto", "accuracy", "macro_f1", "micro_f1", "loss")
+CLASS_WEIGHTS = (None, "balanced")
+
+
+def _doc(text: str, **kwargs: Any) -> Any:
+    """A dataclass field whose help text travels in its metadata (used by the CLI)."""
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class TextCNNConfig:
+    """Hyperparameters of a TextCNN classifier, its tokenizer, vocabulary and training."""
+
+    # --- the model, with the seed tutorial's names ---
+    embedding_size: int = _doc("Word-vector size: Conv1d in_channels.", default=128)
+    feature_size: int = _doc("Filters (feature maps) per window size: Conv1d out_channels.", default=100)
+    window_sizes: tuple[int, ...] = _doc("Conv1d kernel sizes, one branch each.", default=(3, 4, 5))
+    max_text_len: int = _doc("Texts are cut to this many tokens (shorter ones are not padded to it).", default=400)
+    dropout_rate: float = _doc("Dropout on the pooled features, training only.", default=0.5)
+    num_class: int | None = _doc("Number of classes; None infers it from the training labels.", default=None)
+    batch_norm: bool = _doc("BatchNorm1d after each conv (left commented out in the seed).", default=False)
+    # --- embeddings (Kim 2014's variants) ---
+    embedding_mode: str = _doc(
+        "rand (random init), static (frozen vectors), non-static (fine-tuned vectors, random init "
+        "without --embeddings) or multichannel (one frozen and one fine-tuned copy).",
+        default="non-static",
+    )
+    embeddings: str | None = _doc("Pretrained vectors: a file path or a registered name.", default=None)
+    max_norm: float | None = _doc("Max L2 norm of each class's weight row in the last layer (Kim: 3).", default=3.0)
+    # --- text to ids ---
+    tokenizer: str = _doc("auto, word, char or jieba. auto picks char for CJK text, else word.", default="auto")
+    lowercase: bool = _doc("Lower-case text before tokenizing.", default=True)
+    min_freq: int = _doc("Keep tokens seen at least this often in training.", default=1)
+    max_vocab_size: int | None = _doc("Keep at most this many tokens (most frequent first); None keeps all.", default=100_000)
+    # --- training ---
+    epochs: int = _doc("Maximum passes over the training data.", default=10)
+    batch_size: int = _doc("Texts per training step.", default=50)
+    learning_rate: float = _doc("Adam learning rate.", default=1e-3)
+    weight_decay: float = _doc("L2 penalty on dense weights (not on embeddings).", default=0.0)
+    patience: int = _doc("Stop after this many epochs without a better dev score.", default=3)
+    monitor: str = _doc("Dev metric for early stopping: auto, accuracy, macro_f1, micro_f1 or loss.", default="auto")
+    class_weight: str | None = _doc("None, or 'balanced' to weight the loss by inverse class frequency.", default=None)
+    dev_fraction: float = _doc("Share of train held out (stratified) as dev when no dev set is given.", default=0.1)
+    multi_label: bool | None = _doc("Force multi-label (True) or single-label (False); None detects it.", default=None)
+    label_sep: str = _doc("Separator of labels in one field for multi-label data.", default="|")
+    seed: int = _doc("Random seed: two CPU runs with the same seed give identical models.", default=0)
+    device: str = _doc("auto, cpu or cuda.", default="auto")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.window_sizes, list):
+            object.__setattr__(self, "window_sizes", tuple(self.window_sizes))
+        _validate(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TextCNNConfig":
+        """Builds a config, rejecting unknown keys with the closest valid name."""
+        check_known_keys(values)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["window_sizes"] = list(self.window_sizes)
+        return out
+
+    def replace(self, **changes: Any) -> "TextCNNConfig":
+        check_known_keys(changes)
+        return dataclasses.replace(self, **changes)
+
+
+def check_known_keys(values: Mapping[str, Any]) -> None:
+    names = TextCNNConfig.field_names()
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else f" Valid names: {', '.join(names)}."
+            raise ConfigError(f"Unknown parameter '{key}'.{hint}")
+
+
+def _bad(name: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"The '{name}' parameter must be {expected}. Got {value!r} instead.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_POSITIVE_INTS = ("embedding_size", "feature_size", "max_text_len", "min_freq", "epochs", "batch_size")
+
+
+def _validate(c: TextCNNConfig) -> None:
+    for name in _POSITIVE_INTS:
+        value = getattr(c, name)
+        if not _is_int(value) or value < 1:
+            raise _bad(name, "an int >= 1", value)
+    if not _is_int(c.patience) or c.patience < 0:
+        raise _bad("patience", "an int >= 0", c.patience)
+    if not _is_int(c.seed):
+        raise _bad("seed", "an int", c.seed)
+    if c.num_class is not None and (not _is_int(c.num_class) or c.num_class < 2):
+        raise _bad("num_class", "None or an int >= 2", c.num_class)
+    if c.max_vocab_size is not None and (not _is_int(c.max_vocab_size) or c.max_vocab_size < 1):
+        raise _bad("max_vocab_size", "None or an int >= 1", c.max_vocab_size)
+    ws = c.window_sizes
+    if not isinstance(ws, tuple) or not ws or not all(_is_int(k) and k >= 1 for k in ws):
+        raise _bad("window_sizes", "a non-empty list of ints >= 1, e.g. [3, 4, 5]", ws)
+    if not _is_number(c.dropout_rate) or not 0 <= c.dropout_rate < 1:
+        raise _bad("dropout_rate", "a float in [0, 1)", c.dropout_rate)
+    if not _is_number(c.dev_fraction) or not 0 < c.dev_fraction < 1:
+        raise _bad("dev_fraction", "a float in (0, 1)", c.dev_fraction)
+    if not _is_number(c.learning_rate) or c.learning_rate <= 0:
+        raise _bad("learning_rate", "a float > 0", c.learning_rate)
+    if not _is_number(c.weight_decay) or c.weight_decay < 0:
+        raise _bad("weight_decay", "a float >= 0", c.weight_decay)
+    if c.max_norm is not None and (not _is_number(c.max_norm) or c.max_norm <= 0):
+        raise _bad("max_norm", "None or a float > 0", c.max_norm)
+    _check_choice("embedding_mode", c.embedding_mode, EMBEDDING_MODES)
+    _check_choice("device", c.device, DEVICES)
+    _check_choice("monitor", c.monitor, MONITORS)
+    _check_choice("class_weight", c.class_weight, CLASS_WEIGHTS)
+    if not isinstance(c.tokenizer, str) or not c.tokenizer:
+        raise _bad("tokenizer", "a tokenizer name such as 'word' or 'char'", c.tokenizer)
+    if not isinstance(c.label_sep, str) or not c.label_sep:
+        raise _bad("label_sep", "a non-empty string", c.label_sep)
+    if c.embedding_mode in ("static", "multichannel") and c.embeddings is None:
+        raise ConfigError(
+            f"The '{c.embedding_mode}' embedding mode needs pretrained vectors. "
+            "Pass embeddings=PATH_OR_NAME (--embeddings on the CLI), or use embedding_mode='non-static'."
+        )
+    if c.embedding_mode == "rand" and c.embeddings is not None:
+        raise ConfigError(
+            "embedding_mode='rand' means random initialisation, but embeddings were given. "
+            "Use embedding_mode='non-static' (or 'static'/'multichannel') with pretrained vectors."
+        )
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        shown = ", ".join(repr(v) for v in choices)
+        raise _bad(name, f"one of {shown}", value)

@@ -1,0 +1,276 @@
+"""Reading labelled text: CSV, TSV, JSONL, fastText and plain lines; splitting; batching.
+
+Every problem with an input file is reported as a DataFormatError naming the file, the line and
+the fix. With ``skip_invalid=True`` bad rows are skipped instead and listed in ``Records.skipped``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .errors import DataFormatError
+
+FORMATS = ("csv", "tsv", "jsonl", "fasttext", "lines")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+               ".json": "jsonl", ".ft": "fasttext", ".fasttext": "fasttext"}
+FASTTEXT_PREFIX = "__label__"
+_SKIP_HINT = "or pass --skip-invalid to skip such rows"
+
+
+@dataclass
+class Records:
+    """Texts read from one source, with their labels (a str, or a list for multi-label) and line numbers."""
+
+    texts: list[str]
+    labels: list | None
+    lines: list[int]
+    source: str
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+    def skipped_summary(self) -> str | None:
+        if not self.skipped:
+            return None
+        where = ", ".join(str(line) for line, _ in self.skipped[:10])
+        more = f" and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
+        return f"Skipped {len(self.skipped)} invalid row(s) of {self.source} (lines {where}{more})."
+
+
+def detect_format(path: Path, fmt: str | None, *, labeled: bool) -> str:
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise DataFormatError(f"Unknown --format {fmt!r}. Use one of: {', '.join(FORMATS)}.")
+        return fmt
+    ext = _EXTENSIONS.get(path.suffix.lower())
+    if ext:
+        return ext
+    if labeled:
+        return "fasttext"  # .txt and friends: fastText's own '__label__x text' format
+    return "lines"
+
+
+def read_records(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    text_col: str = "text",
+    label_col: str = "label",
+    labeled: bool = True,
+    skip_invalid: bool = False,
+) -> Records:
+    """Reads a file of texts (and labels when ``labeled``). ``path`` '-' reads standard input."""
+    if str(path) == "-":
+        import sys
+
+        raw, name, p = sys.stdin.buffer.read(), "<stdin>", Path("stdin.txt")
+    else:
+        p = Path(path)
+        name = str(p)
+        if not p.is_file():
+            what = "is a directory, not a file" if p.is_dir() else "does not exist"
+            raise DataFormatError(f"Cannot read '{name}': the path {what}. Check the path and try again.")
+        raw = p.read_bytes()
+    kind = detect_format(p, fmt, labeled=labeled)
+    text = _decode(raw, name, skip_invalid)
+    reader = _Reader(name, text_col, label_col, labeled, skip_invalid)
+    {"csv": reader.delimited, "tsv": reader.delimited, "jsonl": reader.jsonl,
+     "fasttext": reader.fasttext, "lines": reader.lines}[kind](text, "\t" if kind == "tsv" else ",")
+    return reader.records()
+
+
+def _decode(raw: bytes, name: str, skip_invalid: bool) -> str:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if skip_invalid:
+            return raw.decode("utf-8", errors="surrogateescape")  # bad rows are dropped per row
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataFormatError(
+            f"{name}, line {line}: bytes that are not UTF-8 (0x{raw[e.start]:02x} at byte {e.start}). "
+            f"Re-save the file as UTF-8 ({_SKIP_HINT})."
+        ) from None
+
+
+def _has_bad_bytes(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+class _Reader:
+    """Collects rows, turning each problem into an error or a skipped row."""
+
+    def __init__(self, name: str, text_col: str, label_col: str, labeled: bool, skip_invalid: bool) -> None:
+        self.name, self.text_col, self.label_col = name, text_col, label_col
+        self.labeled, self.skip_invalid = labeled, skip_invalid
+        self.texts: list[str] = []
+        self.labels: list = []
+        self.lines: list[int] = []
+        self.skipped: list[tuple[int, str]] = []
+
+    def records(self) -> Records:
+        if not self.texts:
+            raise DataFormatError(f"{self.name}: no rows with text were found. Check the file and --format.")
+        return Records(self.texts, self.labels if self.labeled else None, self.lines, self.name, self.skipped)
+
+    def problem(self, line: int, message: str) -> None:
+        if self.skip_invalid:
+            self.skipped.append((line, message))
+            return
+        raise DataFormatError(f"{self.name}, line {line}: {message}. Fix or remove the row, {_SKIP_HINT}.")
+
+    def add(self, line: int, text, label) -> None:
+        if isinstance(text, str) and _has_bad_bytes(text) or isinstance(label, str) and _has_bad_bytes(label):
+            return self.problem(line, "bytes that are not UTF-8")
+        if not isinstance(text, str):
+            return self.problem(line, f"the '{self.text_col}' field is not a string (got {type(text).__name__})")
+        if not text.strip():
+            return self.problem(line, f"the '{self.text_col}' field is empty")
+        if self.labeled:
+            label = _clean_label(label)
+            if label is None:
+                return self.problem(line, f"no label in the '{self.label_col}' field")
+            self.labels.append(label)
+        self.texts.append(text)
+        self.lines.append(line)
+
+    def delimited(self, text: str, delimiter: str) -> None:
+        rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        try:
+            header = next(rows)
+        except StopIteration:
+            raise DataFormatError(f"{self.name}: the file is empty. Expected a header line such as 'text,label'.") from None
+        text_i = self._column(header, self.text_col, "--text-col")
+        label_i = self._column(header, self.label_col, "--label-col") if self.labeled else None
+        start = rows.line_num + 1
+        try:
+            for row in rows:
+                line, start = start, rows.line_num + 1
+                if not row or row == [""]:
+                    continue
+                if len(row) <= max(text_i, label_i or 0):
+                    self.problem(line, f"{len(row)} field(s) where the header has {len(header)}")
+                    continue
+                self.add(line, row[text_i], row[label_i] if label_i is not None else None)
+        except csv.Error as e:
+            raise DataFormatError(f"{self.name}, line {rows.line_num}: not valid CSV ({e}). Check the quoting.") from None
+
+    def _column(self, header: list[str], name: str, flag: str) -> int:
+        if name in header:
+            return header.index(name)
+        shown = ", ".join(repr(h) for h in header)
+        raise DataFormatError(
+            f"{self.name}: no column '{name}' in the header (columns: {shown}). Pass {flag} with one of those names."
+        )
+
+    def jsonl(self, text: str, _: str) -> None:
+        for line, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as e:
+                self.problem(line, f"not valid JSON ({e.msg})")
+                continue
+            if not isinstance(obj, dict):
+                self.problem(line, "a JSON value that is not an object")
+                continue
+            if self.text_col not in obj:
+                self.problem(line, f"no '{self.text_col}' field (pass --text-col to name another)")
+                continue
+            self.add(line, obj[self.text_col], obj.get(self.label_col))
+
+    def fasttext(self, text: str, _: str) -> None:
+        for line, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            labels, words = [], raw.split()
+            while words and words[0].startswith(FASTTEXT_PREFIX):
+                labels.append(words.pop(0)[len(FASTTEXT_PREFIX):])
+            if self.labeled and not labels:
+                self.problem(line, f"no '{FASTTEXT_PREFIX}' label at the start of the line")
+                continue
+            label = labels[0] if len(labels) == 1 else labels
+            self.add(line, " ".join(words), label if self.labeled else None)
+
+    def lines(self, text: str, _: str) -> None:
+        for line, raw in enumerate(text.splitlines(), start=1):
+            self.add(line, raw, None) if raw.strip() else self.empty(line)
+
+    def empty(self, line: int) -> None:
+        # One text per line: an empty line is a text too, and gets a defined (padding-only) answer.
+        self.texts.append("")
+        self.lines.append(line)
+
+
+def _clean_label(label):
+    if isinstance(label, list):
+        items = [str(x).strip() for x in label if str(x).strip()]
+        return items or None
+    if label is None or isinstance(label, bool) or (isinstance(label, float) and label != label):
+        return None
+    label = str(label).strip()
+    return label or None
+
+
+def check_texts(texts: Sequence, what: str = "texts") -> list[str]:
+    """Validates texts given from Python (lists, pandas Series, arrays)."""
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise DataFormatError(f"{what}[{i}] is not a string (got {type(t).__name__}: {t!r}). Pass a list of str.")
+    return out
+
+
+def stratified_split(labels: Sequence, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Holds out ``fraction`` of each class (the first label, for multi-label rows) as dev."""
+    by_class: dict[str, list[int]] = {}
+    for i, y in enumerate(labels):
+        key = y[0] if isinstance(y, (list, tuple)) else y
+        by_class.setdefault(key, []).append(i)
+    rng = random.Random(seed)
+    train, dev = [], []
+    for key in sorted(by_class):
+        idx = by_class[key][:]
+        rng.shuffle(idx)
+        n_dev = int(round(len(idx) * fraction)) if len(idx) > 1 else 0
+        dev.extend(idx[:n_dev])
+        train.extend(idx[n_dev:])
+    return sorted(train), sorted(dev)
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], min_len: int = 1) -> torch.Tensor:
+    """Right-pads id lists with 0 to the longest (at least ``min_len``): (B, T) int64."""
+    width = max(min_len, max((len(s) for s in seqs), default=0))
+    out = np.zeros((len(seqs), width), dtype=np.int64)
+    for row, s in enumerate(seqs):
+        out[row, : len(s)] = s
+    return torch.from_numpy(out)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices grouped by similar length (for prediction: little padding, order restored by caller)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def training_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Shuffled batches of similar length: shuffle, sort within pools of 50 batches, shuffle batches."""
+    idx = rng.permutation(len(lengths))
+    lengths = np.asarray(lengths)
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(idx), pool):
+        chunk = idx[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    for b in rng.permutation(len(batches)):
+        yield batches[b]

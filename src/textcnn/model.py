@@ -1,0 +1,151 @@
+"""TextCNN (Kim 2014) as the seed tutorial writes it: ids (B, T) -> logits (B, C).
+
+embedding -> permute -> per window size: Conv1d, [BatchNorm1d], ReLU, max over time -> cat ->
+dropout -> linear. Two departures from the tutorial, both exact rewrites of the same function:
+
+* The tutorial's ``MaxPool1d(max_text_len - h + 1)`` needs every text padded to ``max_text_len``.
+  Here the max is global over time with padding masked out, so any length works and a batch
+  gives the same answer as each text alone. Texts shorter than the widest window are padded to
+  it; then only the first window (text plus zero padding) is valid, so padding never wins.
+* Without batch norm, ``max(relu(conv(x) + b)) == relu(max(conv(x)) + b)``: the bias and ReLU are
+  applied after the max, on (B, F) instead of (B, F, L).
+
+Pure torch: no I/O, tokenizers or losses here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAD_ID = 0
+
+
+class TextCNN(nn.Module):
+    """The convolutional text classifier.
+
+    Args:
+        vocab_size: rows of the embedding table (id 0 is padding).
+        embedding_size: word-vector size, the convolutions' ``in_channels``.
+        feature_size: filters per window size, the convolutions' ``out_channels``.
+        window_sizes: one Conv1d branch per kernel size.
+        num_class: outputs of the last layer.
+        dropout_rate: dropout on the pooled features (training only).
+        batch_norm: BatchNorm1d after each convolution.
+        multichannel: a second, frozen embedding table whose vectors every filter also sees.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        embedding_size: int,
+        feature_size: int,
+        window_sizes: tuple[int, ...],
+        num_class: int,
+        dropout_rate: float = 0.5,
+        batch_norm: bool = False,
+        multichannel: bool = False,
+    ) -> None:
+        super().__init__()
+        self.window_sizes = tuple(window_sizes)
+        self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD_ID)
+        self.static_embedding = None
+        if multichannel:
+            self.static_embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD_ID)
+            self.static_embedding.weight.requires_grad_(False)
+        in_channels = embedding_size * (2 if multichannel else 1)
+        self.convs = nn.ModuleList(nn.Conv1d(in_channels, feature_size, k) for k in self.window_sizes)
+        self.norms = nn.ModuleList(nn.BatchNorm1d(feature_size) for _ in self.window_sizes) if batch_norm else None
+        self.dropout = nn.Dropout(dropout_rate)
+        self.fc = nn.Linear(feature_size * len(self.window_sizes), num_class)
+        self.reset_embeddings()
+
+    def reset_embeddings(self) -> None:
+        # Kim 2014: unknown words drawn from U[-0.25, 0.25]; the padding row is zero.
+        for table in (self.embedding, self.static_embedding):
+            if table is not None:
+                with torch.no_grad():
+                    table.weight.uniform_(-0.25, 0.25)
+                    table.weight[PAD_ID].zero_()
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> the convolutions' input (B, C_in, T), padded to the widest window."""
+        short = max(self.window_sizes) - ids.shape[1]
+        if short > 0:
+            ids = F.pad(ids, (0, short), value=PAD_ID)  # (B, max_k)
+        x = self.embedding(ids)  # (B, T, E)
+        if self.static_embedding is not None:
+            x = torch.cat([x, self.static_embedding(ids)], dim=2)  # (B, T, 2E)
+        return x.transpose(1, 2)  # (B, E, T)
+
+    def pool(self, ids: torch.Tensor, *, return_positions: bool = False):
+        """Max-pooled features (B, F * len(window_sizes)); with positions, also each max's window start."""
+        lengths = (ids != PAD_ID).sum(dim=1)  # (B,)
+        x = self.embed(ids)  # (B, E, T)
+        values, positions = [], []
+        for i, conv in enumerate(self.convs):
+            k = self.window_sizes[i]
+            if self.norms is None:
+                c = F.conv1d(x, conv.weight)  # (B, F, T-k+1), bias added after the max
+            else:
+                c = F.relu(self.norms[i](conv(x)))  # (B, F, T-k+1)
+            c = c.masked_fill(_invalid_windows(lengths, k, c.shape[2]).unsqueeze(1), float("-inf"))
+            if return_positions:
+                v, p = c.max(dim=2)  # (B, F), (B, F)
+                positions.append(p)
+            else:
+                v = c.amax(dim=2)  # (B, F)
+            if self.norms is None:
+                v = F.relu(v + conv.bias)  # (B, F)
+            values.append(v)
+        pooled = torch.cat(values, dim=1)  # (B, F*n)
+        return (pooled, torch.cat(positions, dim=1)) if return_positions else pooled
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.pool(ids)))  # (B, C)
+
+    @torch.no_grad()
+    def apply_max_norm(self, max_norm: float) -> None:
+        """Kim's constraint: rescale each class's weight row of the last layer to L2 norm <= max_norm."""
+        w = self.fc.weight  # (C, F*n)
+        norms = w.norm(dim=1, keepdim=True).clamp(min=max_norm)  # (C, 1)
+        w.mul_(max_norm / norms)
+
+    @torch.no_grad()
+    def shape_walk(self, ids: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        """The seed's forward pass step by step, as (step, tensor) pairs, for ``textcnn summary``.
+
+        Uses the seed's fixed-length MaxPool1d, so ids must already be padded to the length shown.
+        """
+        steps = [("token ids", ids)]
+        emb = self.embedding(ids)  # (B, T, E)
+        if self.static_embedding is not None:
+            emb = torch.cat([emb, self.static_embedding(ids)], dim=2)  # (B, T, 2E)
+        steps.append(("embedding", emb))
+        x = emb.permute(0, 2, 1)  # (B, E, T)
+        steps.append(("permute(0, 2, 1)", x))
+        pooled = []
+        for i, conv in enumerate(self.convs):
+            k = self.window_sizes[i]
+            c = conv(x)  # (B, F, T-k+1)
+            steps.append((f"conv k={k}", c))
+            if self.norms is not None:
+                c = self.norms[i](c)
+            p = F.max_pool1d(F.relu(c), kernel_size=c.shape[2])  # (B, F, 1)
+            steps.append((f"relu + max-pool k={k}", p))
+            pooled.append(p)
+        cat = torch.cat(pooled, dim=1)  # (B, F*n, 1)
+        steps.append(("cat(dim=1)", cat))
+        flat = cat.view(cat.shape[0], -1)  # (B, F*n)
+        steps.append((f"view(-1, {flat.shape[1]})", flat))
+        steps.append(("dropout, fc", self.fc(self.dropout(flat))))  # (B, C)
+        return steps
+
+
+def _invalid_windows(lengths: torch.Tensor, k: int, n_windows: int) -> torch.Tensor:
+    """(B, L) mask of windows that start past the text; a text shorter than k keeps window 0."""
+    last_start = (lengths - k).clamp(min=0)  # (B,)
+    starts = torch.arange(n_windows, device=lengths.device)  # (L,)
+    return starts.unsqueeze(0) > last_start.unsqueeze(1)  # (B, L)

@@ -1,0 +1,133 @@
+"""Tokenizers by name: ``word``, ``char`` and ``jieba``, behind one small protocol.
+
+A tokenizer turns a text into tokens together with their character spans in the original text,
+so explanations can point back at the exact characters. The config stores only the name and
+options (``spec()``), never the object, and ``make_tokenizer(**spec)`` rebuilds it at load time.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterable, Protocol
+
+from .errors import ConfigError, missing_dependency
+
+# Scripts written without spaces between words: CJK ideographs, kana, and their punctuation.
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
+_WORD = re.compile(r"\w+(?:['\u2019-]\w+)*|[^\w\s]")
+_CHAR = re.compile(r"\S")
+
+
+class Tokenizer(Protocol):
+    name: str
+
+    def tokenize(self, text: str) -> list[str]: ...
+
+    def tokenize_with_spans(self, text: str) -> list[tuple[str, int, int]]: ...
+
+    def spec(self) -> dict: ...
+
+
+class RegexTokenizer:
+    """Splits by a compiled regular expression; the matching runs in C."""
+
+    def __init__(self, name: str, pattern: re.Pattern, lowercase: bool) -> None:
+        self.name = name
+        self.lowercase = lowercase
+        self._findall = pattern.findall
+        self._finditer = pattern.finditer
+
+    def tokenize(self, text: str) -> list[str]:
+        # Lower-casing after matching keeps character offsets valid (str.lower can change lengths).
+        tokens = self._findall(text)
+        return [t.lower() for t in tokens] if self.lowercase else tokens
+
+    def tokenize_with_spans(self, text: str) -> list[tuple[str, int, int]]:
+        out = []
+        for m in self._finditer(text):
+            token = m.group()
+            out.append((token.lower() if self.lowercase else token, m.start(), m.end()))
+        return out
+
+    def spec(self) -> dict:
+        return {"name": self.name, "lowercase": self.lowercase}
+
+
+class JiebaTokenizer:
+    """Chinese word segmentation with jieba (``pip install 'textcnn[zh]'``)."""
+
+    name = "jieba"
+
+    def __init__(self, lowercase: bool) -> None:
+        try:
+            import jieba
+        except ImportError as e:
+            raise missing_dependency("jieba", "zh", "The 'jieba' tokenizer") from e
+        jieba.setLogLevel(60)  # its start-up chatter goes to stderr otherwise
+        self._jieba = jieba
+        self.lowercase = lowercase
+
+    def tokenize(self, text: str) -> list[str]:
+        return [t for t, _, _ in self.tokenize_with_spans(text)]
+
+    def tokenize_with_spans(self, text: str) -> list[tuple[str, int, int]]:
+        out = []
+        for word, start, end in self._jieba.tokenize(text):
+            if word.strip():
+                out.append((word.lower() if self.lowercase else word, start, end))
+        return out
+
+    def spec(self) -> dict:
+        return {"name": self.name, "lowercase": self.lowercase}
+
+
+_REGISTRY: dict[str, Callable[..., Tokenizer]] = {
+    "word": lambda lowercase=True: RegexTokenizer("word", _WORD, lowercase),
+    "char": lambda lowercase=True: RegexTokenizer("char", _CHAR, lowercase),
+    "jieba": lambda lowercase=True: JiebaTokenizer(lowercase),
+}
+
+
+def available_tokenizers() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def register_tokenizer(name: str, factory: Callable[..., Tokenizer]) -> None:
+    """Adds a tokenizer factory under ``name``; it must accept ``lowercase=`` and return a Tokenizer."""
+    _REGISTRY[name] = factory
+
+
+def make_tokenizer(name: str, lowercase: bool = True) -> Tokenizer:
+    if name not in _REGISTRY:
+        raise ConfigError(
+            f"The 'tokenizer' parameter must be one of 'auto', {', '.join(map(repr, available_tokenizers()))}. "
+            f"Got {name!r} instead."
+        )
+    return _REGISTRY[name](lowercase=lowercase)
+
+
+def cjk_share(texts: Iterable[str], sample: int = 2000) -> float:
+    """Share of non-space characters that are CJK, over the first ``sample`` texts."""
+    cjk = total = 0
+    for i, text in enumerate(texts):
+        if i >= sample:
+            break
+        cjk += len(_CJK.findall(text))
+        total += sum(1 for ch in text if not ch.isspace())
+    return cjk / total if total else 0.0
+
+
+def resolve_tokenizer_name(name: str, texts: list[str]) -> tuple[str, str | None]:
+    """Turns 'auto' into a concrete name; returns it with an advice line, or None.
+
+    CJK text has no spaces, so the word tokenizer would make each clause one token.
+    """
+    share = cjk_share(texts)
+    if name == "auto":
+        return ("char" if share > 0.5 else "word"), None
+    if name == "word" and share > 0.5:
+        return name, (
+            f"{share:.0%} of the training characters are Chinese or Japanese, which have no spaces: "
+            "the 'word' tokenizer makes each clause one token. Use --tokenizer char (or jieba for Chinese words)."
+        )
+    return name, None

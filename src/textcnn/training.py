@@ -1,0 +1,134 @@
+"""The training loop: Adam, length-bucketed batches, early stopping on a dev metric, best weights kept.
+
+Model-agnostic: it needs a module mapping padded ids (B, T) to outputs, a loss, and an
+``evaluate(model) -> dict`` callback that scores the dev set. Nothing here knows about text.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import pad_batch, training_batches
+
+
+@dataclass
+class TrainSettings:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    patience: int
+    monitor: str  # a key of evaluate()'s dict; 'loss' is minimised, anything else maximised
+    seed: int
+    min_len: int = 1
+    max_norm: float | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]
+    best_epoch: int
+    best_score: float
+    stopped_early: bool
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam; weight decay on dense weights only, never on embeddings (they are sparse in spirit)."""
+    embed, dense = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (embed if "embedding" in name else dense).append(p)
+    groups = [{"params": dense, "weight_decay": weight_decay}, {"params": embed, "weight_decay": 0.0}]
+    return torch.optim.Adam(groups, lr=lr)
+
+
+def fit_model(
+    model: nn.Module,
+    train_ids: Sequence[Sequence[int]],
+    train_targets: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    evaluate: Callable[[nn.Module], dict],
+    s: TrainSettings,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Trains ``model`` in place and leaves it holding the weights of its best dev epoch."""
+    torch.manual_seed(s.seed)
+    rng = np.random.default_rng(s.seed)
+    optimizer = make_optimizer(model, s.learning_rate, s.weight_decay)
+    lengths = [len(x) for x in train_ids]
+    minimise = s.monitor == "loss"
+    best_score, best_epoch, best_state, bad_epochs = math.inf if minimise else -math.inf, 0, None, 0
+    best_loss = math.inf
+    history: list[dict] = []
+    stopped_early = False
+    for epoch in range(1, s.epochs + 1):
+        started = time.perf_counter()
+        train_loss = _run_epoch(model, train_ids, train_targets, lengths, loss_fn, optimizer, rng, s, epoch)
+        seconds = time.perf_counter() - started
+        model.eval()
+        dev = evaluate(model)
+        score = dev[s.monitor]
+        # Ties on the monitored metric (common on small dev sets) go to the lower dev loss.
+        improved = (score < best_score if minimise else score > best_score) or (
+            score == best_score and dev.get("loss", math.inf) < best_loss)
+        entry = {"epoch": epoch, "train_loss": train_loss, "seconds": round(seconds, 3),
+                 "texts_per_s": round(len(train_ids) / max(seconds, 1e-9), 1),
+                 **{f"dev_{k}": v for k, v in dev.items()}, "best": improved}
+        history.append(entry)
+        log(_epoch_line(entry, s.epochs, s.monitor))
+        if improved:
+            best_score, best_loss, best_epoch, bad_epochs = score, dev.get("loss", math.inf), epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+            if bad_epochs > s.patience:
+                stopped_early = epoch < s.epochs
+                log(f"early stopping: no better dev {s.monitor} for {bad_epochs} epoch(s); best was epoch {best_epoch}")
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(history, best_epoch, float(best_score), stopped_early)
+
+
+def _run_epoch(model, train_ids, targets, lengths, loss_fn, optimizer, rng, s: TrainSettings, epoch: int) -> float:
+    model.train()
+    total, seen = 0.0, 0
+    bar = tqdm(total=len(train_ids), desc=f"epoch {epoch}/{s.epochs}", unit="text", leave=False,
+               disable=not s.progress, file=sys.stderr, dynamic_ncols=True)
+    started = time.perf_counter()
+    for batch in training_batches(lengths, s.batch_size, rng):
+        ids = pad_batch([train_ids[i] for i in batch], s.min_len).to(s.device)  # (B, T)
+        y = targets[torch.from_numpy(batch)].to(s.device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(ids), y)
+        loss.backward()
+        optimizer.step()
+        if s.max_norm is not None:
+            model.apply_max_norm(s.max_norm)
+        total += loss.item() * len(batch)
+        seen += len(batch)
+        bar.update(len(batch))
+        bar.set_postfix(loss=f"{total / seen:.4f}", texts_s=f"{seen / max(time.perf_counter() - started, 1e-9):.0f}")
+    bar.close()
+    return total / max(seen, 1)
+
+
+def _epoch_line(e: dict, epochs: int, monitor: str) -> str:
+    shown = [f"dev_{k}" for k in ("loss", "accuracy", "macro_f1", "micro_f1")]
+    parts = [f"epoch {e['epoch']}/{epochs}", f"train_loss {e['train_loss']:.4f}"]
+    parts += [f"{k} {e[k]:.4f}" for k in shown if k in e]
+    parts += [f"{e['texts_per_s']:.0f} texts/s", f"{e['seconds']:.1f}s"]
+    return "  ".join(parts) + ("  *" if e["best"] else "")

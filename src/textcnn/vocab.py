@@ -1,0 +1,59 @@
+"""Vocab: token <-> id, built from the training split only.
+
+Id 0 is ``<pad>`` (its embedding row stays zero and padding never wins the max-pool) and id 1 is
+``<unk>`` (every token not kept).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+
+
+class Vocab:
+    """An ordered token list; ``stoi`` maps tokens to ids."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        if tokens[:2] != [PAD, UNK]:
+            raise ValueError(f"A vocabulary must start with {PAD!r}, {UNK!r}; got {tokens[:2]!r}.")
+        self.itos = list(tokens)
+        self.stoi = {t: i for i, t in enumerate(self.itos)}
+
+    @classmethod
+    def build(
+        cls,
+        token_lists: Iterable[list[str]],
+        *,
+        min_freq: int = 1,
+        max_size: int | None = None,
+    ) -> "Vocab":
+        """Most frequent tokens first; ties broken by first appearance, so builds are deterministic."""
+        counts: Counter[str] = Counter()
+        for tokens in token_lists:
+            counts.update(tokens)
+        kept = [t for t, n in counts.most_common() if n >= min_freq and t not in (PAD, UNK)]
+        if max_size is not None:
+            kept = kept[: max(max_size - 2, 0)]
+        vocab = cls([PAD, UNK, *kept])
+        vocab.counts = {t: counts[t] for t in kept}
+        return vocab
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.stoi
+
+    def encode(self, tokens: list[str]) -> list[int]:
+        get = self.stoi.get
+        return [get(t, UNK_ID) for t in tokens]
+
+    def to_json(self) -> dict:
+        return {"tokens": self.itos}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Vocab":
+        return cls(list(data["tokens"]))
