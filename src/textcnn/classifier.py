@@ -116,6 +116,17 @@ class TextCNNClassifier:
             setattr(self, name, value)
         return self
 
+    _estimator_type = "classifier"  # scikit-learn < 1.6 reads this
+
+    def __sklearn_tags__(self):
+        """scikit-learn >= 1.6 asks estimators for tags; imported lazily, so sklearn stays optional."""
+        from sklearn.utils import ClassifierTags, Tags, TargetTags
+
+        tags = Tags(estimator_type="classifier", target_tags=TargetTags(required=True), classifier_tags=ClassifierTags())
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        return tags
+
     def __repr__(self) -> str:
         changed = {k: v for k, v in self.get_params().items() if k != "verbose" and v != getattr(_DEFAULTS, k)}
         return f"TextCNNClassifier({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
