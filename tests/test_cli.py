@@ -130,3 +130,21 @@ def test_module_entry_point_and_help():
     for command in ("train", "eval", "predict", "summary"):
         sub = subprocess.run([sys.executable, "-m", "textcnn", command, "--help"], capture_output=True, text=True)
         assert sub.returncode == 0 and "usage: textcnn " + command in sub.stdout
+
+
+def test_confusion_png(trained, dev_csv, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "cm.png"
+    code, _, _ = run(capsys, "eval", trained, dev_csv, "--confusion-png", png)
+    assert code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chinese_text_with_the_word_tokenizer_gets_advice(tmp_path, capsys):
+    texts = ["中华女子学院本科层次仅专业招男生", "两天价网站背后重重迷雾做个网站究竟要多少钱"] * 20
+    path = write_csv(tmp_path / "zh.csv", texts, ["edu", "tech"] * 20)
+    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m", "--tokenizer", "word", "--epochs", "1",
+                       "--embedding-size", "8", "--feature-size", "4", "--window-sizes", "2")
+    assert code == 0 and "Use --tokenizer char" in err
+    code, _, _ = run(capsys, "train", path, "--out", tmp_path / "m2", "--epochs", "1", "-q",
+                     "--embedding-size", "8", "--feature-size", "4", "--window-sizes", "2")
+    assert textcnn.load(tmp_path / "m2").config_.tokenizer == "char"
