@@ -82,7 +82,7 @@ def read_records(
     text = _decode(raw, name, skip_invalid)
     reader = _Reader(name, text_col, label_col, labeled, skip_invalid)
     {"csv": reader.delimited, "tsv": reader.delimited, "jsonl": reader.jsonl,
-     "fasttext": reader.fasttext, "lines": reader.lines}[kind](text, "\t" if kind == "tsv" else ",")
+     "fasttext": reader.fasttext, "lines": reader.plain_lines}[kind](text, "\t" if kind == "tsv" else ",")
     return reader.records()
 
 
@@ -201,7 +201,7 @@ class _Reader:
             label = labels[0] if len(labels) == 1 else labels
             self.add(line, " ".join(words), label if self.labeled else None)
 
-    def lines(self, text: str, _: str) -> None:
+    def plain_lines(self, text: str, _: str) -> None:
         for line, raw in enumerate(text.splitlines(), start=1):
             self.add(line, raw, None) if raw.strip() else self.empty(line)
 
