@@ -162,6 +162,7 @@ function renderWalk() {
 
 let timer = null;
 $("#text").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(explain, 350); });
-$("#text").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) explain(); });
-$("#go").addEventListener("click", explain);
+const explainNow = () => { clearTimeout(timer); explain(); };
+$("#text").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) explainNow(); });
+$("#go").addEventListener("click", explainNow);
 loadMeta().then(() => { document.body.dataset.state = "idle"; });
