@@ -4,8 +4,9 @@ Endpoints: ``POST /v1/predict``, ``POST /v1/explain``, ``GET /v1/health``, ``GET
 OpenAPI docs at ``/docs`` and the web page at ``/``. The model loads once, in the lifespan.
 
 Concurrent predict requests are batched on the server (:class:`MicroBatcher`): while one batch runs
-on the model, the requests that arrive queue up and go in the next batch, after waiting at most
-``batch_wait_ms`` for company, up to ``max_batch`` texts. Limits on texts per request, characters per
+on the model, the requests that arrive queue up and go in the next batch, up to ``max_batch`` texts;
+under load (the last batch held several requests) a batch also waits up to ``batch_wait_ms`` for
+company, while a lone client is answered at once. Limits on texts per request, characters per
 text and body bytes answer JSON 422 / 413 naming the limit and its value. uvicorn handles SIGTERM:
 it stops accepting connections and finishes the requests in flight before the lifespan ends.
 """
@@ -111,6 +112,7 @@ class MicroBatcher:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="textcnn-batch")
         self.task: asyncio.Task | None = None
+        self.busy = False
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -128,10 +130,12 @@ class MicroBatcher:
         return await future
 
     async def _gather(self) -> list[tuple]:
+        """The next batch: what is queued, plus what arrives within the wait window while under load."""
         batch = [await self.queue.get()]
         size = len(batch[0][0])
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.wait
+        # A lone client would only lose the window: wait only when the last batch had company.
+        deadline = loop.time() + (self.wait if self.busy else 0.0)
         while size < self.max_batch:
             if self.queue.empty():
                 left = deadline - loop.time()
@@ -145,6 +149,7 @@ class MicroBatcher:
                 item = self.queue.get_nowait()
             batch.append(item)
             size += len(item[0])
+        self.busy = len(batch) > 1
         return batch
 
     async def _run(self) -> None:
