@@ -216,3 +216,15 @@ def test_cli_explain_errors(model_dir, capsys, argv, message):
 def test_cli_explain_bad_model_dir(tmp_path, capsys):
     assert main(["explain", str(tmp_path / "nope"), "how"]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_terminal_colours_follow_the_sign():
+    from textcnn.explain_view import coloured_text, token_style
+
+    assert token_style(0.0, 1.0) == ""
+    assert "rgb(46,160,67)" in token_style(2.0, 2.0)  # strongest for: full green
+    assert "rgb(207,34,46)" in token_style(-2.0, 2.0)  # strongest against: full red
+    exp = {"text": "ab  cd", "tokens": [{"start": 0, "end": 2}, {"start": 4, "end": 6}]}
+    text = coloured_text(exp, {"token_scores": [1.0, -0.5]})
+    assert text.plain == "ab  cd"
+    assert [str(s.style) for s in text.spans] == [token_style(1.0, 1.0), token_style(-0.5, 1.0)]

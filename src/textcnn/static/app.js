@@ -63,6 +63,8 @@ async function explain() {
 }
 
 function render() {
+  $("#results").hidden = false;
+  $("#hint").hidden = true;
   renderBars();
   renderHighlights();
   renderWalk();
@@ -82,6 +84,10 @@ function renderBars() {
     row.addEventListener("click", () => { state.label = label; render(); });
     bars.append(row);
   }
+  const n = state.exp.classes.length;
+  $("#prob-note").textContent = state.meta && state.meta.multi_label
+    ? `Each label's probability is the sigmoid of its logit; labels above their tuned thresholds are predicted.`
+    : `Probabilities: softmax over the ${n} logits (last row of the walk-through below).`;
 }
 
 function chosenClass() {
@@ -136,7 +142,7 @@ function renderWalk() {
     ...exp.tokens.map((t) => el("span", { class: "chip" + (t.known ? "" : " unk"), title: t.known ? "" : "unknown word" }, t.token)));
   const padNote = T > n ? ` (${n} tokens, padded with ${T - n} to the widest window)` : ` tokens`;
   const rows = [
-    walkRow("tokenize", `${n}`, chips),
+    walkRow("tokenize", `${n} tokens`, chips),
     walkRow("token ids", shape(w.token_ids_shape), `T = ${T}${padNote}`),
     walkRow("embedding", shape(w.embedding_shape), `each token \u2192 a ${E}-number vector: a ${T} \u00d7 ${E} matrix`),
     walkRow("permute(0, 2, 1)", shape(w.permuted_shape), "Conv1d slides over the last dimension, so time goes last"),
@@ -144,7 +150,7 @@ function renderWalk() {
   for (const b of w.branches) {
     const L = b.conv_shape[2];
     rows.push(walkRow(`conv k=${b.window}`, shape(b.conv_shape),
-      `${b.conv_shape[1]} filters, each over ${b.window} consecutive tokens: ${T} \u2212 ${b.window} + 1 = ${L} windows`));
+      `${b.conv_shape[1]} filters, each over ${b.window} consecutive tokens: ${T} \u2212 ${b.window} + 1 = ${L} window${L === 1 ? "" : "s"}`));
     const best = b.best_ngram.padding_only ? "(padding)" : b.best_ngram.text;
     const common = b.most_common_ngram
       ? [" \u00b7 most filters (", el("b", {}, b.most_common_ngram.filters), ") won by ", el("span", { class: "chip" }, b.most_common_ngram.text)]
