@@ -354,6 +354,16 @@ class TextCNNClassifier:
 
         save_model(self, path)
 
+    def explain(self, X: Iterable[str], *, classes: Sequence | None = None) -> list[dict]:
+        """Exact explanations: each filter's contribution to each class's logit, on its winning n-gram.
+
+        See :func:`textcnn.explain.explain` for the returned dicts; contributions plus the bias equal
+        the logit for every class.
+        """
+        from .explain import explain
+
+        return explain(self, X, classes=classes)
+
 
 def build_model(cfg: TextCNNConfig, vocab_size: int) -> TextCNN:
     torch.manual_seed(cfg.seed)

@@ -212,6 +212,48 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from rich.console import Console
+
+    from .explain import corpus_top_ngrams
+    from .explain_view import render_corpus, render_explanation
+
+    if bool(args.texts) == bool(args.input):
+        raise ConfigError("Give texts to explain as arguments, or --input FILE (--input - for standard input), not both.")
+    if args.top_ngrams is not None and args.top_ngrams < 1:
+        raise ConfigError(f"--top-ngrams must be an int >= 1. Got {args.top_ngrams} instead.")
+    clf = load(args.model_dir)
+    classes = None if args.class_label is None else [args.class_label]
+    if args.input:
+        texts = _read(args, args.input, labeled=False).texts
+        tops = corpus_top_ngrams(clf, texts, top=args.top_ngrams or 20)
+        if args.output_format == "json":
+            print(json.dumps(tops, ensure_ascii=False))
+        else:
+            render_corpus(Console(), tops, len(texts))
+        return 0
+    explanations = clf.explain(args.texts, classes=classes)
+    if args.output_format == "json":
+        for exp in explanations:
+            print(json.dumps(exp, ensure_ascii=False))
+        return 0
+    console = Console()
+    for exp in explanations:
+        render_explanation(console, exp, args.class_label, args.top_ngrams or 5)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .server import ServerSettings, run_server
+
+    settings = ServerSettings(
+        max_texts=args.max_texts, max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
+        batching=args.batching, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch,
+    )
+    run_server(args.model_dir, host=args.host, port=args.port, settings=settings)
+    return 0
+
+
 # ----- parser -----
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,6 +301,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE.json", help="config values as JSON")
     add_config_flags(p, skip=("batch_size",))
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("explain", help="which n-grams drove a prediction (exact, per class)",
+                       description="Each filter's contribution to a class's logit, on the n-gram that won its max-pool. "
+                                   "With --input FILE: the n-grams that most often drive each class over a corpus.")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("texts", nargs="*", metavar="TEXT")
+    p.add_argument("--input", metavar="FILE", help="corpus mode: a file of texts; - reads standard input")
+    p.add_argument("--class", dest="class_label", metavar="LABEL", help="class to explain [the predicted one]")
+    p.add_argument("--top-ngrams", type=int, metavar="N", help="n-grams to list per text [5], per class with --input [20]")
+    p.add_argument("--format", dest="output_format", choices=["text", "json"], default="text", help="output format [text]")
+    add_input_flags(p, format_flag="--input-format")
+    p.set_defaults(func=cmd_explain)
+
+    from .server import add_serve_flags
+
+    p = sub.add_parser("serve", help="a REST server and web page for a model",
+                       description="Serve MODEL_DIR over HTTP: /v1/predict, /v1/explain, /v1/health, /v1/metadata, "
+                                   "the API docs at /docs and a web page at /. Needs: pip install 'textcnn[serve]'")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    add_serve_flags(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -1,0 +1,248 @@
+"""Which n-grams won the max-pool, and by how much: exact explanations of a TextCNN's logits.
+
+After max-pooling, the model is linear: ``logit[c] = bias[c] + sum_j W[c, j] * pooled[j]``, and each
+pooled value ``pooled[j]`` comes from exactly one window of the text (the window that won filter j's
+max over time). So ``W[c, j] * pooled[j]`` is filter j's contribution to class c, and it belongs to
+that window. With batch norm, ``pooled`` is already the normalised, ReLU'd maximum (``TextCNN.pool``
+applies BN and ReLU before the max), so the same sum holds. Nothing is approximated: for every class,
+the contributions plus the bias equal the logit (up to float32 rounding).
+
+Windows are summed into:
+
+* n-grams: the real tokens a window covers (a window hanging over the padding of a text shorter than
+  it covers fewer tokens), with their character span in the original text;
+* tokens: each window's contribution split evenly over the real tokens it covers.
+
+Only a text with no tokens at all has windows that cover none; their contribution is ``unattributed``.
+So ``sum(token_scores) + unattributed + bias == logit`` and the same for the n-grams.
+
+Example:
+    >>> from textcnn import TextCNNClassifier
+    >>> clf = TextCNNClassifier(epochs=1, verbose=0).fit(["good film", "bad film"] * 20, ["pos", "neg"] * 20)
+    >>> exp = clf.explain(["a good film"])[0]
+    >>> c = exp["classes"][0]
+    >>> abs(sum(c["token_scores"]) + c["unattributed"] + c["bias"] - c["logit"]) < 1e-4
+    True
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .data import check_texts, length_batches, pad_batch
+
+EXPLAIN_BATCH = 256
+DRIVERS_PER_TEXT = 3  # n-grams per text counted by corpus_top_ngrams
+
+
+def explain(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> list[dict]:
+    """Explains each text's logits, class by class, down to the winning n-grams.
+
+    Args:
+        clf: a fitted (or loaded) TextCNNClassifier.
+        texts: the texts to explain.
+        classes: labels to explain; None explains every class in ``clf.classes_`` order.
+
+    Returns:
+        One JSON-ready dict per text: ``text``, ``tokens`` (used tokens with character spans and
+        whether the vocabulary knows them), ``n_tokens``, ``truncated``, ``prediction`` (as
+        ``predict_records`` gives it), ``walk`` (the forward pass's shapes and winners for this text)
+        and ``classes``: per class ``label``, ``logit``, ``probability``, ``bias``, ``token_scores``,
+        ``ngrams`` (sorted by contribution, largest first) and ``unattributed``.
+
+    Raises:
+        NotFittedError: the classifier is not fitted.
+        DataFormatError: a text is not a string.
+        ConfigError: a label in ``classes`` is not one of the model's classes.
+    """
+    clf._check_fitted()
+    texts = check_texts(texts, "texts")
+    class_idx = _class_indices(clf, classes)
+    records = clf.predict_records(texts, top_k=len(clf.classes_)) if texts else []
+    spans = [clf.tokenizer_.tokenize_with_spans(t) for t in texts]
+    limit = clf.config_.max_text_len
+    ids = [clf.vocab_.encode([tok for tok, _, _ in s[:limit]]) for s in spans]
+    pooled, positions = _pool_all(clf.model_, ids, max(clf.config_.window_sizes))
+    weight = clf.model_.fc.weight.detach().double().numpy()  # (C, F*n)
+    bias = clf.model_.fc.bias.detach().double().numpy()  # (C,)
+    out = []
+    for i, text in enumerate(texts):
+        used = spans[i][:limit]
+        contrib = weight * pooled[i]  # (C, F*n)
+        exp = {
+            "text": text,
+            "tokens": [{"token": tok, "start": s, "end": e, "known": tid != 1}
+                       for (tok, s, e), tid in zip(used, ids[i])],
+            "n_tokens": len(spans[i]),
+            "truncated": len(spans[i]) > limit,
+            "prediction": {k: v for k, v in records[i].items() if k != "text"},
+            "walk": _walk(clf, text, used, pooled[i], positions[i], contrib, bias),
+            "classes": [_class_explanation(clf, text, used, positions[i], contrib[c], bias[c], c, records[i])
+                        for c in class_idx],
+        }
+        out.append(exp)
+    return out
+
+
+def _class_indices(clf, classes: Sequence | None) -> list[int]:
+    from .errors import ConfigError
+
+    if classes is None:
+        return list(range(len(clf.classes_)))
+    names = {str(c): i for i, c in enumerate(clf.classes_)}
+    out = []
+    for c in classes:
+        if str(c) not in names:
+            raise ConfigError(f"The class {c!r} is not one of the model's classes "
+                              f"({', '.join(map(str, clf.classes_))}).")
+        out.append(names[str(c)])
+    return out
+
+
+@torch.inference_mode()
+def _pool_all(model, ids: list[list[int]], min_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled values (N, F*n) in float32 and winning window starts (N, F*n), dropout off."""
+    was_training = model.training
+    model.eval()
+    n_features = model.fc.in_features
+    pooled = np.zeros((len(ids), n_features), dtype=np.float32)
+    positions = np.zeros((len(ids), n_features), dtype=np.int64)
+    for batch in length_batches([len(x) for x in ids], EXPLAIN_BATCH):
+        x = pad_batch([ids[i] for i in batch], min_len)  # (B, T)
+        p, pos = model.pool(x, return_positions=True)  # (B, F*n), (B, F*n)
+        pooled[batch] = p.float().numpy()
+        positions[batch] = pos.numpy()
+    model.train(was_training)
+    return pooled.astype(np.float64), positions
+
+
+def _filter_windows(model, positions: np.ndarray, n_tokens: int) -> list[tuple[int, int, int]]:
+    """Per filter: (window size, first token, end token) of the real tokens its winning window covers."""
+    feature_size = model.fc.in_features // len(model.window_sizes)
+    out = []
+    for j, start in enumerate(positions):
+        k = model.window_sizes[j // feature_size]
+        start = min(int(start), n_tokens)
+        out.append((k, start, min(start + k, n_tokens)))
+    return out
+
+
+def _class_explanation(clf, text, used, positions, contrib, bias, c, record) -> dict:
+    """One class: token scores, n-grams and the parts that add up to its logit."""
+    n = len(used)
+    token_scores = np.zeros(n)
+    ngrams: dict[tuple[int, int], list] = {}
+    unattributed = 0.0
+    for (k, start, end), value in zip(_filter_windows(clf.model_, positions, n), contrib):
+        if value == 0:  # a filter ReLU'd to zero adds nothing, wherever its argmax fell
+            continue
+        if end <= start:
+            unattributed += value
+            continue
+        token_scores[start:end] += value / (end - start)
+        entry = ngrams.setdefault((start, end), [0.0, 0])
+        entry[0] += value
+        entry[1] += 1
+    label = clf.classes_[c]
+    probs = {str(t["label"]): t["probability"] for t in record["top_k"]}
+    return {
+        "label": _py(label),
+        "logit": float(bias + contrib.sum()),
+        "probability": probs[str(label)],
+        "bias": float(bias),
+        "token_scores": [float(s) for s in token_scores],
+        "ngrams": sorted((_ngram(clf, text, used, s, e, v, cnt) for (s, e), (v, cnt) in ngrams.items()),
+                         key=lambda g: -g["contribution"]),
+        "unattributed": float(unattributed),
+    }
+
+
+def _ngram(clf, text: str, used, start: int, end: int, value: float, filters: int) -> dict:
+    char_start, char_end = used[start][1], used[end - 1][2]
+    return {
+        "text": text[char_start:char_end],
+        "key": ngram_key(clf, [tok for tok, _, _ in used[start:end]]),
+        "token_start": start, "token_end": end,
+        "char_start": char_start, "char_end": char_end,
+        "contribution": float(value), "filters": filters,
+    }
+
+
+def ngram_key(clf, tokens: list[str]) -> str:
+    """The normalised form of an n-gram (its tokens), for counting across texts."""
+    return ("" if clf.tokenizer_.name == "char" else " ").join(tokens)
+
+
+def _walk(clf, text, used, pooled, positions, contrib, bias) -> dict:
+    """The seed's shape walk-through for this one text, with the winner of each window size."""
+    model = clf.model_
+    n = len(used)
+    length = max(n, max(model.window_sizes))  # texts shorter than the widest window are padded to it
+    emb = model.embedding.embedding_dim * (2 if model.static_embedding is not None else 1)
+    feature_size = model.fc.in_features // len(model.window_sizes)
+    branches = []
+    for b, k in enumerate(model.window_sizes):
+        block = slice(b * feature_size, (b + 1) * feature_size)
+        best = int(np.argmax(pooled[block]))
+        j = b * feature_size + best
+        start = min(int(positions[j]), n)
+        end = min(start + k, n)
+        winners = defaultdict(int)
+        for p in positions[block][pooled[block] > 0]:
+            winners[(min(int(p), n), min(int(p) + k, n))] += 1
+        top = max(winners.items(), key=lambda kv: kv[1], default=None)
+        branches.append({
+            "window": k, "conv_shape": [1, feature_size, length - k + 1], "pooled_shape": [1, feature_size],
+            "best_filter": best, "best_value": float(pooled[j]),
+            "best_ngram": _span_text(text, used, start, end),
+            "active_filters": int((pooled[block] > 0).sum()),
+            "most_common_ngram": None if top is None else {**_span_text(text, used, *top[0]), "filters": top[1]},
+        })
+    return {
+        "token_ids_shape": [1, length], "embedding_shape": [1, length, emb], "permuted_shape": [1, emb, length],
+        "branches": branches, "concat_shape": [1, model.fc.in_features],
+        "logits": [float(x) for x in bias + contrib.sum(axis=1)],
+        "labels": [_py(c) for c in clf.classes_],
+    }
+
+
+def _span_text(text: str, used, start: int, end: int) -> dict:
+    if end <= start:
+        return {"text": "", "token_start": start, "token_end": end, "padding_only": True}
+    return {"text": text[used[start][1]:used[end - 1][2]], "token_start": start, "token_end": end}
+
+
+def corpus_top_ngrams(clf, texts: Iterable[str], *, top: int = 20) -> dict[str, list[dict]]:
+    """The n-grams that most often drive each class over a corpus.
+
+    For every text, the ``DRIVERS_PER_TEXT`` n-grams with the largest positive contribution to its
+    predicted class (each predicted label, for multi-label) are counted.
+
+    Returns:
+        Per class label (as str), up to ``top`` dicts ``ngram``, ``texts`` (how many texts it drove)
+        and ``mean_contribution``, most frequent first.
+    """
+    counts: dict[str, dict[str, list]] = {str(c): defaultdict(lambda: [0, 0.0]) for c in clf.classes_}
+    texts = check_texts(texts, "texts")
+    for start in range(0, len(texts), EXPLAIN_BATCH):
+        for exp in explain(clf, texts[start:start + EXPLAIN_BATCH]):
+            pred = exp["prediction"]
+            predicted = {str(x) for x in pred.get("labels", [pred.get("label")])}
+            for cls in exp["classes"]:
+                if str(cls["label"]) not in predicted:
+                    continue
+                for g in [g for g in cls["ngrams"] if g["contribution"] > 0][:DRIVERS_PER_TEXT]:
+                    entry = counts[str(cls["label"])][g["key"]]
+                    entry[0] += 1
+                    entry[1] += g["contribution"]
+    return {label: [{"ngram": key, "texts": n, "mean_contribution": total / n}
+                    for key, (n, total) in sorted(per.items(), key=lambda kv: (-kv[1][0], -kv[1][1]))[:top]]
+            for label, per in counts.items()}
+
+
+def _py(value):
+    return value.item() if isinstance(value, np.generic) else value

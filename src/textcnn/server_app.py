@@ -1,0 +1,169 @@
+"""The FastAPI application behind ``textcnn serve`` (imported only once fastapi is known to be there)."""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from .errors import TextCNNError
+from .server import LimitExceeded, MicroBatcher, ServerSettings, static_dir, versions
+
+
+class PredictRequest(BaseModel):
+    texts: list[str] = Field(description="The texts to classify.", examples=[["How many people live in Tokyo?"]])
+    top_k: int = Field(1, ge=1, description="Also list the K most probable labels.")
+
+
+class ExplainRequest(BaseModel):
+    texts: list[str] = Field(description="The texts to explain.", examples=[["How many people live in Tokyo?"]])
+    classes: list[str] | None = Field(None, description="Labels to explain; default every class.")
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised while the body streams in; an HTTPException so FastAPI's body parsing passes it on."""
+
+    def __init__(self, error: LimitExceeded) -> None:
+        super().__init__(status_code=error.status, detail=error.message)
+        self.error = error
+
+
+def _body_limit_error(max_bytes: int) -> LimitExceeded:
+    return LimitExceeded(413, "max_body_bytes", max_bytes,
+                         f"The request body is larger than max_body_bytes={max_bytes} bytes "
+                         "(the server's --max-body-bytes). Send fewer or shorter texts per request.")
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a declared Content-Length over the limit, and for a streamed body that passes it."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            response = JSONResponse(_body_limit_error(self.max_bytes).body(), status_code=413,
+                                    headers={"Connection": "close"})
+            return await response(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge(_body_limit_error(self.max_bytes))
+            return message
+
+        return await self.app(scope, limited_receive, send)
+
+
+def check_limits(texts: list[str], settings: ServerSettings) -> None:
+    if len(texts) > settings.max_texts:
+        raise LimitExceeded(422, "max_texts", settings.max_texts,
+                            f"The request holds {len(texts)} texts; the limit is max_texts={settings.max_texts} "
+                            "(the server's --max-texts). Split it into several requests.")
+    for i, text in enumerate(texts):
+        if len(text) > settings.max_text_chars:
+            raise LimitExceeded(422, "max_text_chars", settings.max_text_chars,
+                                f"texts[{i}] has {len(text)} characters; the limit is max_text_chars="
+                                f"{settings.max_text_chars} (the server's --max-text-chars). Shorten it.")
+
+
+def build_app(clf_or_dir, settings: ServerSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from . import load
+
+        clf = load(clf_or_dir) if isinstance(clf_or_dir, (str, Path)) else clf_or_dir
+        app.state.clf = clf
+        app.state.batcher = MicroBatcher(clf, settings.batch_wait_ms, settings.max_batch) if settings.batching else None
+        if app.state.batcher:
+            app.state.batcher.start()
+        yield
+        if app.state.batcher:
+            await app.state.batcher.stop()
+
+    app = FastAPI(title="textcnn", summary="TextCNN text classification: predictions and exact n-gram explanations.",
+                  version=versions()["textcnn"], lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _add_error_handlers(app)
+    _add_routes(app, settings)
+    app.mount("/static", StaticFiles(directory=str(static_dir())), name="static")
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LimitExceeded)
+    async def limit_exceeded(request: Request, exc: LimitExceeded):
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(_BodyTooLarge)
+    async def body_too_large(request: Request, exc: _BodyTooLarge):
+        return JSONResponse(exc.error.body(), status_code=exc.error.status, headers={"Connection": "close"})
+
+    @app.exception_handler(TextCNNError)
+    async def bad_input(request: Request, exc: TextCNNError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+def _add_routes(app: FastAPI, settings: ServerSettings) -> None:
+    @app.post("/v1/predict", summary="Classify texts")
+    async def predict(body: PredictRequest, request: Request):
+        """Labels and probabilities per text, as ``textcnn predict --format jsonl`` prints them."""
+        check_limits(body.texts, settings)
+        clf, batcher = request.app.state.clf, request.app.state.batcher
+        if not body.texts:
+            records = []
+        elif batcher is not None:
+            records = await batcher.predict_records(body.texts, body.top_k)
+        else:
+            records = await run_in_threadpool(clf.predict_records, body.texts, body.top_k)
+        return JSONResponse({"predictions": records})
+
+    @app.post("/v1/explain", summary="Explain predictions down to the winning n-grams")
+    async def explain(body: ExplainRequest, request: Request):
+        """Per text and class: the logit split exactly into the bias and the n-grams that won the max-pools."""
+        check_limits(body.texts, settings)
+        clf = request.app.state.clf
+        explanations = await run_in_threadpool(clf.explain, body.texts, classes=body.classes)
+        return JSONResponse({"explanations": explanations})
+
+    @app.get("/v1/health", summary="Liveness and readiness")
+    async def health(request: Request):
+        return {"status": "ok", "model_loaded": getattr(request.app.state, "clf", None) is not None}
+
+    @app.get("/v1/metadata", summary="Labels, config, limits and versions")
+    async def metadata(request: Request):
+        clf = request.app.state.clf
+        return {
+            "labels": [_py(c) for c in clf.classes_],
+            "multi_label": bool(clf.multi_label_),
+            "thresholds": None if clf.thresholds_ is None else [float(t) for t in clf.thresholds_],
+            "config": clf.config_.to_dict(),
+            "tokenizer": clf.tokenizer_.spec(),
+            "vocab_size": len(clf.vocab_),
+            "parameters": sum(p.numel() for p in clf.model_.parameters()),
+            "limits": dataclasses.asdict(settings),
+            "versions": versions(),
+        }
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(str(static_dir() / "index.html"))
+
+
+def _py(value):
+    return value.item() if hasattr(value, "item") else value
+

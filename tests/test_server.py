@@ -1,0 +1,222 @@
+"""The REST server over real HTTP: a ``textcnn serve`` subprocess on 127.0.0.1, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import http.client as httpclient
+import json
+import signal
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from serving import Server, http, tiny_corpus, train_tiny
+
+import textcnn
+from textcnn.cli import main
+from textcnn.server import static_dir
+
+TEXTS, _ = tiny_corpus(40, seed=7)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("serve") / "model"
+    train_tiny(epochs=6).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clf(model_dir):
+    return textcnn.load(model_dir)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    """Default limits, batching on."""
+    with Server(model_dir, log=tmp_path_factory.mktemp("log") / "server.log") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def small_server(model_dir, tmp_path_factory):
+    """Small limits, batching off."""
+    flags = ["--max-texts", "4", "--max-text-chars", "100", "--max-body-bytes", "2000", "--no-batching"]
+    with Server(model_dir, *flags, log=tmp_path_factory.mktemp("log") / "server.log") as srv:
+        yield srv
+
+
+def test_health_and_metadata(server, clf):
+    assert http("GET", server.url + "/v1/health") == (200, {"status": "ok", "model_loaded": True})
+    status, meta = http("GET", server.url + "/v1/metadata")
+    assert status == 200
+    assert meta["labels"] == list(clf.classes_)
+    assert meta["config"]["window_sizes"] == list(clf.config_.window_sizes)
+    assert meta["versions"]["textcnn"] == textcnn.__version__ and "torch" in meta["versions"]
+    assert meta["limits"]["max_texts"] == 256 and meta["limits"]["batching"] is True
+    assert meta["vocab_size"] == len(clf.vocab_)
+
+
+@pytest.mark.parametrize("which", ["server", "small_server"])
+def test_predict_matches_the_python_api(which, request, clf):
+    srv = request.getfixturevalue(which)
+    texts = TEXTS[:3]
+    status, body = http("POST", srv.url + "/v1/predict", {"texts": texts, "top_k": 2})
+    assert status == 200
+    expected = clf.predict_records(texts, top_k=2)
+    assert [r["label"] for r in body["predictions"]] == [r["label"] for r in expected]
+    for got, want in zip(body["predictions"], expected):
+        assert got["text"] == want["text"]
+        assert [t["label"] for t in got["top_k"]] == [t["label"] for t in want["top_k"]]
+        assert got["probability"] == pytest.approx(want["probability"], abs=1e-5)
+    assert http("POST", srv.url + "/v1/predict", {"texts": []}) == (200, {"predictions": []})
+
+
+def test_explain_matches_the_python_api(server, clf):
+    status, body = http("POST", server.url + "/v1/explain", {"texts": [TEXTS[0]], "classes": ["LOC"]})
+    assert status == 200
+    got, want = body["explanations"][0], clf.explain([TEXTS[0]], classes=["LOC"])[0]
+    assert got["tokens"] == want["tokens"]
+    assert got["classes"][0]["logit"] == pytest.approx(want["classes"][0]["logit"], abs=1e-5)
+    assert got["classes"][0]["token_scores"] == pytest.approx(want["classes"][0]["token_scores"], abs=1e-5)
+
+
+@pytest.mark.parametrize("which", ["server", "small_server"])
+def test_concurrent_requests_give_the_same_answers(which, request):
+    srv = request.getfixturevalue(which)
+    payloads = [{"texts": TEXTS[i % 37:i % 37 + 1 + i % 3], "top_k": 1 + i % 3} for i in range(48)]
+    single = [http("POST", srv.url + "/v1/predict", p)[1] for p in payloads]
+    with ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(lambda p: http("POST", srv.url + "/v1/predict", p)[1], payloads))
+    for a, b in zip(single, together):
+        assert [r["text"] for r in a["predictions"]] == [r["text"] for r in b["predictions"]]
+        assert [[t["label"] for t in r["top_k"]] for r in a["predictions"]] == \
+               [[t["label"] for t in r["top_k"]] for r in b["predictions"]]
+        for ra, rb in zip(a["predictions"], b["predictions"]):
+            assert [t["probability"] for t in ra["top_k"]] == pytest.approx([t["probability"] for t in rb["top_k"]], abs=1e-5)
+
+
+# ----- limits and bad requests -----
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/explain"])
+def test_too_many_texts(small_server, path):
+    status, body = http("POST", small_server.url + path, {"texts": ["a"] * 5})
+    assert status == 422
+    assert body["limit"] == "max_texts" and body["value"] == 4
+    assert "5 texts; the limit is max_texts=4 (the server's --max-texts)" in body["detail"]
+
+
+def test_too_long_text(small_server):
+    status, body = http("POST", small_server.url + "/v1/predict", {"texts": ["ok", "x" * 101]})
+    assert status == 422
+    assert (body["limit"], body["value"]) == ("max_text_chars", 100)
+    assert "texts[1] has 101 characters; the limit is max_text_chars=100" in body["detail"]
+
+
+def test_body_too_large_by_content_length(small_server):
+    status, body = http("POST", small_server.url + "/v1/predict", {"texts": ["word " * 500]})
+    assert status == 413
+    assert (body["limit"], body["value"]) == ("max_body_bytes", 2000)
+    assert "larger than max_body_bytes=2000 bytes (the server's --max-body-bytes)" in body["detail"]
+
+
+def test_body_too_large_when_streamed_without_length(small_server):
+    conn = httpclient.HTTPConnection("127.0.0.1", small_server.port, timeout=10)
+    chunks = (b'{"texts": ["' if i == 0 else b"y" * 500 for i in range(10))
+    conn.request("POST", "/v1/predict", body=chunks, headers={"Content-Type": "application/json"}, encode_chunked=True)
+    res = conn.getresponse()
+    assert res.status == 413
+    assert json.loads(res.read())["limit"] == "max_body_bytes"
+    conn.close()
+
+
+def test_a_megabyte_text_is_refused_quickly(server):
+    body = json.dumps({"texts": ["a" * 1_000_000]}).encode()
+    start = time.monotonic()
+    status, answer = http("POST", server.url + "/v1/predict", body)
+    assert time.monotonic() - start < 5
+    assert status == 413 and answer["limit"] == "max_body_bytes" and answer["value"] == 1_000_000
+    assert http("GET", server.url + "/v1/health")[0] == 200
+
+
+@pytest.mark.parametrize("payload, where", [
+    ({"texts": ["a"], "top_k": 0}, "top_k"),
+    ({"texts": "a single string"}, "texts"),
+    ({"text": ["a"]}, "texts"),
+])
+def test_invalid_requests_get_422(server, payload, where):
+    status, body = http("POST", server.url + "/v1/predict", payload)
+    assert status == 422
+    assert any(where in map(str, err["loc"]) for err in body["detail"])
+
+
+def test_invalid_json_gets_422(server):
+    status, body = http("POST", server.url + "/v1/predict", b'{"texts": [')
+    assert status == 422 and body["detail"][0]["type"] == "json_invalid"
+
+
+def test_unknown_class_in_explain(server):
+    status, body = http("POST", server.url + "/v1/explain", {"texts": ["a"], "classes": ["SPORT"]})
+    assert status == 422
+    assert "The class 'SPORT' is not one of the model's classes" in body["detail"]
+
+
+def test_page_docs_and_static_files(server):
+    for path, needle in [("/", b"How the model sees this text"), ("/static/app.js", b"/v1/explain"),
+                         ("/static/style.css", b".bar"), ("/docs", b"swagger"), ("/openapi.json", b"/v1/predict")]:
+        conn = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", path)
+        res = conn.getresponse()
+        assert res.status == 200, path
+        assert needle in res.read(), path
+        conn.close()
+    for name in ("index.html", "app.js", "style.css"):  # no CDN: the page works offline
+        source = (static_dir() / name).read_text()
+        assert "http://" not in source and "https://" not in source and "//cdn" not in source
+
+
+# ----- shutdown -----
+
+def test_sigterm_finishes_the_request_in_flight(model_dir, tmp_path):
+    srv = Server(model_dir, "--no-batching", log=tmp_path / "server.log")
+    with srv:
+        body = json.dumps({"texts": ["how many kings ?"]}).encode()
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
+        time.sleep(0.3)  # the request is in flight: headers read, body half sent
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert srv.proc.poll() is None, "the server quit with a request in flight"
+        sock.sendall(body[10:])
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["predictions"][0]["text"] == "how many kings ?"
+        # uvicorn re-raises the signal once it has shut down cleanly, as a process killed by it would end.
+        assert srv.proc.wait(20) in (0, -signal.SIGTERM)
+        assert "Traceback" not in srv.log.read_text()
+
+
+# ----- the command line -----
+
+def test_serve_bad_model_dir(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "nope")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_serve_bad_limit(model_dir, capsys):
+    assert main(["serve", str(model_dir), "--max-texts", "0"]) == 2
+    assert "--max-texts must be >= 1. Got 0 instead." in capsys.readouterr().err
+
+
+def test_serve_without_fastapi(model_dir, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    assert main(["serve", str(model_dir)]) == 2
+    assert "pip install 'textcnn[serve]'" in capsys.readouterr().err
