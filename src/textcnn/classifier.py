@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import TextCNNConfig, check_known_keys
+from .config import DEFAULT_EMBEDDING_SIZE, TextCNNConfig, check_known_keys
 from .data import check_texts, length_batches, pad_batch, stratified_split
 from .errors import ConfigError, DataFormatError, NotFittedError
 from .metrics import best_thresholds, classification_report, multilabel_report
@@ -49,7 +49,7 @@ class TextCNNClassifier:
     def __init__(
         self,
         *,
-        embedding_size: int = _DEFAULTS.embedding_size,
+        embedding_size: int | None = _DEFAULTS.embedding_size,
         feature_size: int = _DEFAULTS.feature_size,
         window_sizes: Sequence[int] = _DEFAULTS.window_sizes,
         max_text_len: int = _DEFAULTS.max_text_len,
@@ -182,15 +182,21 @@ class TextCNNClassifier:
             raise ConfigError(f"num_class={cfg.num_class} but the training labels hold {len(classes)} classes "
                               f"({', '.join(map(str, classes[:10]))}). Leave num_class unset to infer it.")
         self.classes_ = np.array(classes, dtype=object)
-        self.config_ = cfg.replace(num_class=len(classes), tokenizer=name)
+        vectors, size = None, cfg.embedding_size or DEFAULT_EMBEDDING_SIZE
+        if cfg.embeddings is not None:
+            from .embeddings import check_dimension, load_vectors
+
+            vectors = load_vectors(cfg.embeddings, self.vocab_.itos)
+            size = check_dimension(vectors.dim, cfg.embedding_size, vectors.source)
+        self.config_ = cfg.replace(num_class=len(classes), tokenizer=name, embedding_size=size)
         self.thresholds_ = np.full(len(classes), 0.5) if multi else None
         self.model_ = build_model(self.config_, len(self.vocab_))
         self._log(f"{len(texts)} training texts, {len(classes)} classes, vocabulary {len(self.vocab_)} tokens, "
                   f"tokenizer '{name}', {sum(p.numel() for p in self.model_.parameters())} parameters")
-        if cfg.embeddings is not None:
+        if vectors is not None:
             from .embeddings import initialise_embeddings
 
-            initialise_embeddings(self.model_, self.vocab_, self.config_, self._log)
+            initialise_embeddings(self.model_, self.vocab_, self.config_, self._log, vectors=vectors)
 
     def _train(self, texts: list[str], labels: list, dev_texts: list[str], dev_labels: list) -> None:
         cfg = self.config_
@@ -368,7 +374,7 @@ class TextCNNClassifier:
 def build_model(cfg: TextCNNConfig, vocab_size: int) -> TextCNN:
     torch.manual_seed(cfg.seed)
     return TextCNN(
-        vocab_size=vocab_size, embedding_size=cfg.embedding_size, feature_size=cfg.feature_size,
+        vocab_size=vocab_size, embedding_size=cfg.embedding_size or DEFAULT_EMBEDDING_SIZE, feature_size=cfg.feature_size,
         window_sizes=cfg.window_sizes, num_class=cfg.num_class, dropout_rate=cfg.dropout_rate,
         batch_norm=cfg.batch_norm, multichannel=cfg.embedding_mode == "multichannel",
     )

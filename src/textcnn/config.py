@@ -18,6 +18,7 @@ EMBEDDING_MODES = ("rand", "static", "non-static", "multichannel")
 DEVICES = ("auto", "cpu", "cuda")
 MONITORS = ("auto", "accuracy", "macro_f1", "micro_f1", "loss")
 CLASS_WEIGHTS = (None, "balanced")
+DEFAULT_EMBEDDING_SIZE = 128  # embedding_size=None without pretrained vectors
 
 
 def _doc(text: str, **kwargs: Any) -> Any:
@@ -30,7 +31,11 @@ class TextCNNConfig:
     """Hyperparameters of a TextCNN classifier, its tokenizer, vocabulary and training."""
 
     # --- the model, with the seed tutorial's names ---
-    embedding_size: int = _doc("Word-vector size: Conv1d in_channels.", default=128)
+    embedding_size: int | None = _doc(
+        "Word-vector size: Conv1d in_channels. None: 128 (DEFAULT_EMBEDDING_SIZE), or the size of the "
+        "pretrained vectors given with --embeddings.",
+        default=None,
+    )
     feature_size: int = _doc("Filters (feature maps) per window size: Conv1d out_channels.", default=100)
     window_sizes: tuple[int, ...] = _doc("Conv1d kernel sizes, one branch each.", default=(3, 4, 5))
     max_text_len: int = _doc("Texts are cut to this many tokens (shorter ones are not padded to it).", default=400)
@@ -110,7 +115,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-_POSITIVE_INTS = ("embedding_size", "feature_size", "max_text_len", "min_freq", "epochs", "batch_size")
+_POSITIVE_INTS = ("feature_size", "max_text_len", "min_freq", "epochs", "batch_size")
 
 
 def _validate(c: TextCNNConfig) -> None:
@@ -118,6 +123,8 @@ def _validate(c: TextCNNConfig) -> None:
         value = getattr(c, name)
         if not _is_int(value) or value < 1:
             raise _bad(name, "an int >= 1", value)
+    if c.embedding_size is not None and (not _is_int(c.embedding_size) or c.embedding_size < 1):
+        raise _bad("embedding_size", "None or an int >= 1", c.embedding_size)
     if not _is_int(c.patience) or c.patience < 0:
         raise _bad("patience", "an int >= 0", c.patience)
     if not _is_int(c.seed):

@@ -1,0 +1,98 @@
+"""Multi-label end to end: detection, sigmoid + BCE, tuned thresholds saved, eval report, predict."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from textcnn import TextCNNClassifier, load
+from textcnn.cli import main
+
+ROWS = [
+    ("sunny beach holiday", ["travel", "weather"]),
+    ("rain storm tonight", ["weather"]),
+    ("flight hotel booking", ["travel"]),
+    ("stock market crash", ["money"]),
+    ("cheap flight deals", ["money", "travel"]),
+    ("bank rates rise", ["money"]),
+    ("snow cancels flight", ["travel", "weather"]),
+    ("tax refund money", ["money"]),
+]
+TRAIN = ROWS * 6
+FAST = ["--epochs", "25", "--window-sizes", "1,2", "--feature-size", "16", "--learning-rate", "0.01", "-q"]
+
+
+def _csv(path, rows, sep="|"):
+    path.write_text("text,label\n" + "".join(f"{t},{sep.join(y)}\n" for t, y in rows), encoding="utf-8")
+    return str(path)
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows), encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("writer", [_csv, _jsonl])
+def test_cli_train_eval_predict(tmp_path, capsys, writer):
+    ext = "csv" if writer is _csv else "jsonl"
+    train = writer(tmp_path / f"train.{ext}", TRAIN)
+    dev = writer(tmp_path / f"dev.{ext}", ROWS)
+    model = tmp_path / "model"
+    assert main(["train", train, "--dev", dev, "--out", str(model), *FAST]) == 0
+    labels = json.loads((model / "labels.json").read_text())
+    assert labels["classes"] == ["money", "travel", "weather"]
+    assert len(labels["thresholds"]) == 3 and all(0 < t < 1 for t in labels["thresholds"])
+    capsys.readouterr()
+
+    assert main(["eval", str(model), dev, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["task"] == "multi-label"
+    assert report["micro_f1"] > 0.9 and report["macro_f1"] > 0.9
+    assert set(report["per_class"]) == {"money", "travel", "weather"}
+
+    assert main(["eval", str(model), dev]) == 0
+    text = capsys.readouterr().out
+    assert "micro avg" in text and "macro avg" in text and "exact-match accuracy" in text
+
+    assert main(["predict", str(model), "snow cancels flight", "--format", "jsonl"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["labels"] == ["travel", "weather"]
+    assert len(rec["probabilities"]) == 2 and all(p >= t for p, t in zip(rec["probabilities"], labels["thresholds"][1:]))
+
+    assert main(["predict", str(model), "stock market crash"]) == 0
+    assert capsys.readouterr().out.startswith("money\t")
+
+
+def test_custom_separator_and_forcing(tmp_path, capsys):
+    train = _csv(tmp_path / "train.csv", TRAIN, sep=";")
+    assert main(["train", train, "--out", str(tmp_path / "m"), "--label-sep", ";", *FAST]) == 0
+    assert load(tmp_path / "m").multi_label_
+    # --no-multi-label: 'money;travel' is one class of its own
+    assert main(["train", train, "--out", str(tmp_path / "s"), "--label-sep", ";", "--no-multi-label", *FAST]) == 0
+    single = load(tmp_path / "s")
+    assert not single.multi_label_ and "money;travel" in list(single.classes_)
+    # --multi-label on data without any separator: one label per text, sigmoid outputs
+    plain = _csv(tmp_path / "plain.csv", [(t, y[:1]) for t, y in TRAIN])
+    assert main(["train", plain, "--out", str(tmp_path / "f"), "--multi-label", *FAST]) == 0
+    forced = load(tmp_path / "f")
+    assert forced.multi_label_ and forced.thresholds_ is not None
+    capsys.readouterr()
+
+
+def test_python_api_lists_and_thresholds():
+    texts, labels = [t for t, _ in TRAIN], [y for _, y in TRAIN]
+    clf = TextCNNClassifier(epochs=25, window_sizes=(1, 2), feature_size=16, learning_rate=0.01, verbose=0)
+    clf.fit(texts, labels, validation_data=([t for t, _ in ROWS], [y for _, y in ROWS]))
+    assert clf.multi_label_
+    proba = clf.predict_proba(["cheap flight deals"])
+    assert proba.shape == (1, 3) and not np.isclose(proba.sum(), 1.0)  # independent sigmoids
+    assert list(clf.predict(["cheap flight deals"])[0]) == ["money", "travel"]
+    clf.thresholds_ = np.array([1.01, 1.01, 1.01])  # nothing passes: an empty label list, not an error
+    assert list(clf.predict(["cheap flight deals"])[0]) == []
+
+
+def test_list_labels_with_multi_label_false():
+    with pytest.raises(ValueError, match="Some labels are lists, but multi_label=False"):
+        TextCNNClassifier(multi_label=False, verbose=0).fit(["a b", "c d"], [["x"], ["y"]])
