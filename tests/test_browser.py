@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from serving import Server, http, train_tiny
+from .serving import Server, http, train_tiny
 
 CHROMIUM = Path(os.environ.get("TEXTCNN_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

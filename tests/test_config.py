@@ -16,7 +16,7 @@ def test_defaults_are_valid_and_round_trip():
     "field, value, message",
     [
         ("dropout_rate", 1.5, r"The 'dropout_rate' parameter must be a float in \[0, 1\). Got 1.5 instead."),
-        ("embedding_size", 0, r"The 'embedding_size' parameter must be an int >= 1. Got 0 instead."),
+        ("embedding_size", 0, r"The 'embedding_size' parameter must be None or an int >= 1. Got 0 instead."),
         ("window_sizes", (), r"'window_sizes' parameter must be a non-empty list of ints"),
         ("embedding_mode", "dynamic", r"'embedding_mode' parameter must be one of 'rand', 'static'"),
         ("num_class", 1, r"'num_class' parameter must be None or an int >= 2. Got 1"),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from serving import tiny_corpus, train_tiny
+from .serving import tiny_corpus, train_tiny
 
 from textcnn import ConfigError, NotFittedError, TextCNN, TextCNNClassifier
 from textcnn.cli import main

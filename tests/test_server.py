@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from serving import Server, http, tiny_corpus, train_tiny
+from .serving import Server, http, tiny_corpus, train_tiny
 
 import textcnn
 from textcnn.cli import main

@@ -41,6 +41,16 @@ def _body_limit_error(max_bytes: int) -> LimitExceeded:
                          "(the server's --max-body-bytes). Send fewer or shorter texts per request.")
 
 
+DRAIN_BYTES = 16 * 2**20  # oversized bodies up to this are read and dropped before the 413
+
+
+async def _drain(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
 class BodyLimit:
     """ASGI middleware: 413 for a declared Content-Length over the limit, and for a streamed body that passes it."""
 
@@ -52,6 +62,8 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            if int(declared) <= DRAIN_BYTES:
+                await _drain(receive)  # a client still sending would see a reset instead of the 413
             response = JSONResponse(_body_limit_error(self.max_bytes).body(), status_code=413,
                                     headers={"Connection": "close"})
             return await response(scope, receive, send)
