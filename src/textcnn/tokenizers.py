@@ -38,9 +38,12 @@ class RegexTokenizer:
         self._finditer = pattern.finditer
 
     def tokenize(self, text: str) -> list[str]:
-        # Lower-casing after matching keeps character offsets valid (str.lower can change lengths).
-        tokens = self._findall(text)
-        return [t.lower() for t in tokens] if self.lowercase else tokens
+        if not self.lowercase:
+            return self._findall(text)
+        if text.isascii():  # ASCII lower-casing changes no token boundary: one C call for the text
+            return self._findall(text.lower())
+        # Lower-casing after matching keeps tokens and offsets right (str.lower can change lengths).
+        return [t.lower() for t in self._findall(text)]
 
     def tokenize_with_spans(self, text: str) -> list[tuple[str, int, int]]:
         out = []

@@ -1,0 +1,166 @@
+"""Fast CPU paths: an exact table engine for prediction, and the training switches.
+
+Prediction. The first convolution only ever sees rows of the embedding table, so its products
+with every filter offset can be computed once per word. For window size k and offset j < k,
+``table_k[w * k + j] = W_k[:, :, j] @ x_w`` (x_w the word's input vector: its embedding row, plus the
+static row in multichannel mode). The convolution at position t is then the sum of k table rows,
+``sum_j table_k[ids[t + j] * k + j]``: one ``embedding_bag`` call per window size, lookups and adds
+instead of multiply-adds. It is exact in float32 up to summation order.
+
+Memory rule: the tables hold ``vocab_size * feature_size * sum(window_sizes)`` float32 numbers
+(the seed's 50,000 words, 100 filters, windows 3-6: 360 MB). They are built lazily at the first
+prediction, never saved, and only when that size is at most ``TEXTCNN_TABLE_MAX_MB`` (environment
+variable; default 1024 MB, 0 turns the tables off). Otherwise, on a GPU, or for batch norm with
+a non-CPU tensor, prediction runs the model's own float32 forward pass.
+
+Training. The embedding gets sparse gradients and SparseAdam (only the rows a batch uses are
+read and written, instead of the whole table every step); everything else keeps Adam. bfloat16
+autocast is used only where the CPU has native bfloat16 instructions (AVX512-BF16 or AMX):
+elsewhere it is emulated and slower than float32.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import TextCNN, _invalid_windows
+
+DEFAULT_TABLE_MAX_MB = 1024
+
+
+def table_bytes(model: TextCNN) -> int:
+    """Bytes the prediction tables of ``model`` take: vocab * filters * sum(window sizes) * 4."""
+    vocab = model.embedding.num_embeddings
+    filters = model.convs[0].out_channels
+    return vocab * filters * sum(model.window_sizes) * 4
+
+
+def table_budget_bytes() -> int:
+    """The memory rule's budget, from ``TEXTCNN_TABLE_MAX_MB`` (default 1024)."""
+    raw = os.environ.get("TEXTCNN_TABLE_MAX_MB", str(DEFAULT_TABLE_MAX_MB))
+    try:
+        return max(int(float(raw) * 2**20), 0)
+    except ValueError:
+        return DEFAULT_TABLE_MAX_MB * 2**20
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+class TableEngine:
+    """Exact inference for a TextCNN in eval mode through per-word tables.
+
+    Args:
+        model: the trained model (CPU, float32). Its weights are read once; ``is_current`` tells
+            whether they have changed since.
+    """
+
+    def __init__(self, model: TextCNN) -> None:
+        self.model = model
+        self.key = _weights_key(model)
+        with torch.no_grad():
+            x = model.embedding.weight  # (V, E)
+            if model.static_embedding is not None:
+                x = torch.cat([x, model.static_embedding.weight], dim=1)  # (V, 2E)
+            self.tables = [_window_table(x, conv.weight) for conv in model.convs]  # each (V*k, F)
+
+    def is_current(self) -> bool:
+        return self.key == _weights_key(self.model)
+
+    @torch.no_grad()
+    def pool(self, ids: torch.Tensor) -> torch.Tensor:
+        """The same as ``model.pool(ids)`` in eval mode: (B, T) ids -> (B, F * n) features."""
+        m = self.model
+        short = max(m.window_sizes) - ids.shape[1]
+        if short > 0:
+            ids = F.pad(ids, (0, short), value=0)  # (B, max_k)
+        lengths = (ids != 0).sum(dim=1)  # (B,)
+        values = []
+        for i, (table, k) in enumerate(zip(self.tables, m.window_sizes)):
+            n_windows = ids.shape[1] - k + 1
+            bags = ids.unfold(1, k, 1) * k + torch.arange(k)  # (B, L, k): row of word t+j at offset j
+            invalid = _invalid_windows(lengths, k, n_windows)  # (B, L)
+            if m.norms is None:
+                # A window past the text starts at the table's last row, all -inf: its sum is -inf.
+                bags[:, :, 0].masked_fill_(invalid, table.shape[0] - 1)
+            c = F.embedding_bag(bags.reshape(-1, k), table, mode="sum")  # (B*L, F)
+            c = c.view(ids.shape[0], n_windows, -1)  # (B, L, F)
+            if m.norms is not None:
+                c = F.relu(m.norms[i](c.transpose(1, 2) + m.convs[i].bias.unsqueeze(1)).transpose(1, 2))
+                c = c.masked_fill(invalid.unsqueeze(2), float("-inf"))  # (B, L, F)
+            v = c.amax(dim=1)  # (B, F)
+            values.append(v if m.norms is not None else F.relu(v + m.convs[i].bias))
+        return torch.cat(values, dim=1)  # (B, F*n)
+
+    @torch.no_grad()
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.fc(self.pool(ids))  # (B, C)
+
+
+def _window_table(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Input rows (V, C_in), conv weight (F, C_in, k) -> (V*k + 1, F): row w*k+j = W[:, :, j] @ x_w.
+
+    The extra last row is -inf: a bag that starts there sums to -inf, so windows past the end of a
+    text can never win the max, without a mask pass over the (B, L, F) output.
+    """
+    n_filters, c_in, k = weight.shape
+    w = weight.permute(1, 2, 0).reshape(c_in, k * n_filters)  # (C_in, k*F), column j*F+f
+    table = torch.empty(x.shape[0] * k + 1, n_filters)  # (V*k + 1, F)
+    torch.mm(x, w, out=table[:-1].view(x.shape[0], k * n_filters))
+    table[-1] = float("-inf")
+    return table
+
+
+def _weights_key(model: nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer is modified in place or replaced."""
+    return tuple((t.data_ptr(), t._version) for t in [*model.parameters(), *model.buffers()])
+
+
+class Predictor:
+    """Chooses and caches the inference path of a model; thread-safe, built lazily.
+
+    ``path(model, device)`` names the path; calling it returns logits for padded ids (B, T).
+    """
+
+    def __init__(self) -> None:
+        self._engine: TableEngine | None = None
+        self._lock = threading.Lock()
+        self._said: str | None = None
+
+    def __getstate__(self) -> dict:  # copies (clone, deepcopy) rebuild the tables when needed
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def path(self, model: TextCNN, device: torch.device) -> str:
+        if device.type != "cpu":
+            return f"plain float32 forward on {device.type} (the tables are a CPU path)"
+        size, budget = table_bytes(model), table_budget_bytes()
+        if size > budget:
+            return (f"plain float32 forward (the tables would take {size / 2**20:.0f} MB, over "
+                    f"TEXTCNN_TABLE_MAX_MB={budget / 2**20:.0f})")
+        return f"exact per-word tables ({size / 2**20:.0f} MB, embedding_bag)"
+
+    def engine(self, model: TextCNN, device: torch.device, log=None) -> TableEngine | None:
+        """The table engine for ``model`` (built or rebuilt when its weights changed), or None."""
+        path = self.path(model, device)
+        if log is not None and path != self._said:
+            log(f"prediction path: {path}", 2)
+            self._said = path
+        if not path.startswith("exact"):
+            return None
+        with self._lock:
+            engine = self._engine
+            if engine is None or engine.model is not model or not engine.is_current():
+                engine = self._engine = TableEngine(model)
+            return engine
