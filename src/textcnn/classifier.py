@@ -249,7 +249,11 @@ class TextCNNClassifier:
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Texts -> token id lists, cut to ``max_text_len``."""
         self._check_fitted()
-        limit, tokenize, encode = self.config_.max_text_len, self.tokenizer_.tokenize, self.vocab_.encode
+        limit, encode = self.config_.max_text_len, self.vocab_.encode
+        head = getattr(self.tokenizer_, "tokenize_head", None)
+        if head is not None:  # stops reading a long text once it has max_text_len tokens
+            return [encode(head(t, limit)) for t in texts]
+        tokenize = self.tokenizer_.tokenize
         return [encode(tokenize(t)[:limit]) for t in texts]
 
     @torch.inference_mode()

@@ -164,3 +164,45 @@ class Predictor:
             if engine is None or engine.model is not model or not engine.is_current():
                 engine = self._engine = TableEngine(model)
             return engine
+
+
+def deduplicated_forward(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
+    """``model(ids)`` for training, computed once per distinct word of the batch.
+
+    Each distinct word's products with every filter offset are one matrix product
+    (U, C_in) @ (C_in, k*F); the convolution then sums k of those rows per window with
+    ``embedding_bag``. A batch of B*T tokens holds U distinct words, so the multiply-adds drop by
+    about B*T/U (2x on short texts, 5x on long ones), and the products are large GEMMs instead of
+    convolutions. The same function as ``model.forward`` (batch norm excluded), differentiable.
+    """
+    short = max(model.window_sizes) - ids.shape[1]
+    if short > 0:
+        ids = F.pad(ids, (0, short), value=0)  # (B, max_k)
+    words, inverse = torch.unique(ids, return_inverse=True)  # (U,), (B, T)
+    x = model.embedding(words)  # (U, E)
+    if model.static_embedding is not None:
+        x = torch.cat([x, model.static_embedding(words)], dim=1)  # (U, 2E)
+    lengths = (ids != 0).sum(dim=1)  # (B,)
+    n_filters = model.convs[0].out_channels
+    # One GEMM for every window size and offset: column block (k, j) holds W_k[:, :, j].
+    w = torch.cat([conv.weight.permute(1, 2, 0).reshape(x.shape[1], -1) for conv in model.convs], dim=1)
+    products = x @ w  # (U, sum(k)*F)
+    neg = x.new_full((1, n_filters), float("-inf"))  # (1, F)
+    values, start = [], 0
+    for conv, k in zip(model.convs, model.window_sizes):
+        block = products[:, start : start + k * n_filters].reshape(-1, n_filters)  # (U*k, F), row u*k+j
+        start += k * n_filters
+        rows = torch.cat([block, neg])  # (U*k + 1, F): a bag starting at the last row sums to -inf
+        bags = inverse.unfold(1, k, 1) * k + torch.arange(k)  # (B, L, k)
+        bags[:, :, 0].masked_fill_(_invalid_windows(lengths, k, bags.shape[1]), rows.shape[0] - 1)
+        c = F.embedding_bag(bags.reshape(-1, k), rows, mode="sum")  # (B*L, F)
+        v = c.view(ids.shape[0], -1, n_filters).amax(dim=1)  # (B, F)
+        values.append(F.relu(v + conv.bias))  # (B, F)
+    return model.fc(model.dropout(torch.cat(values, dim=1)))  # (B, C)
+
+
+def training_forward(model: nn.Module):
+    """The fastest exact training forward for ``model``: deduplicated for TextCNN without batch norm."""
+    if isinstance(model, TextCNN) and model.norms is None:
+        return lambda ids: deduplicated_forward(model, ids)
+    return model

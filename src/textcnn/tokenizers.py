@@ -45,6 +45,19 @@ class RegexTokenizer:
         # Lower-casing after matching keeps tokens and offsets right (str.lower can change lengths).
         return [t.lower() for t in self._findall(text)]
 
+    def tokenize_head(self, text: str, limit: int) -> list[str]:
+        """``tokenize(text)[:limit]``, reading only as much of a long text as it needs.
+
+        A match only depends on the characters up to its end and the next one, so when a prefix
+        of the text yields more than ``limit`` tokens, its first ``limit`` are the text's own.
+        """
+        size = 16 * limit + 64
+        if len(text) > 2 * size:
+            head = self.tokenize(text[:size])
+            if len(head) > limit:
+                return head[:limit]
+        return self.tokenize(text)[:limit]
+
     def tokenize_with_spans(self, text: str) -> list[tuple[str, int, int]]:
         out = []
         for m in self._finditer(text):

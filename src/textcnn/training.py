@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import pad_batch, training_batches
-from .fastpath import native_bf16
+from .fastpath import native_bf16, training_forward
 
 
 @dataclass
@@ -76,12 +76,13 @@ def sparse_embeddings(model: nn.Module):
             m.sparse = was
 
 
-def training_path(device: torch.device) -> str:
+def training_path(model: nn.Module, device: torch.device) -> str:
     """The words ``--verbose`` uses for the training path."""
-    if device.type != "cpu":
-        return f"sparse embedding gradients + SparseAdam, Adam elsewhere, float32 on {device.type}"
-    precision = "bfloat16 autocast (native bf16 CPU)" if native_bf16() else "float32 (no native bfloat16 on this CPU)"
-    return f"sparse embedding gradients + SparseAdam, Adam elsewhere, max before bias+ReLU, {precision}"
+    precision = "float32" if device.type != "cpu" else (
+        "bfloat16 autocast (native bf16 CPU)" if native_bf16() else "float32 (no native bfloat16 on this CPU)")
+    forward = ("the model's own forward (batch norm)" if training_forward(model) is model else
+               "convolutions computed once per distinct word of a batch (GEMM + embedding_bag), max before bias+ReLU")
+    return f"{forward}, sparse embedding gradients + SparseAdam, Adam elsewhere, {precision}"
 
 
 def fit_model(
@@ -101,7 +102,7 @@ def fit_model(
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
     optimizers = make_optimizer(model, s.learning_rate, s.weight_decay)
-    log(f"training path: {training_path(s.device)}", 2)
+    log(f"training path: {training_path(model, s.device)}", 2)
     lengths = [len(x) for x in train_ids]
     minimise = s.monitor == "loss"
     best_score, best_epoch, best_state, bad_epochs = math.inf if minimise else -math.inf, 0, None, 0
@@ -145,6 +146,7 @@ def _run_epoch(model, train_ids, targets, lengths, loss_fn, optimizers, rng, s: 
     bar = tqdm(total=len(train_ids), desc=f"epoch {epoch}/{s.epochs}", unit="text", leave=False,
                disable=not s.progress, file=sys.stderr, dynamic_ncols=True)
     bf16 = s.device.type == "cpu" and native_bf16()
+    forward = training_forward(model)
     started = time.perf_counter()
     for batch in training_batches(lengths, s.batch_size, rng):
         ids = pad_batch([train_ids[i] for i in batch], s.min_len).to(s.device)  # (B, T)
@@ -152,7 +154,7 @@ def _run_epoch(model, train_ids, targets, lengths, loss_fn, optimizers, rng, s: 
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(ids)  # (B, C)
+            logits = forward(ids)  # (B, C)
         loss = loss_fn(logits.float(), y)
         loss.backward()
         for opt in optimizers:
