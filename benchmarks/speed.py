@@ -281,8 +281,10 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if not (args.data_dir / "imdb").is_dir():
-        print(f"error: no imdb/ under --data-dir {args.data_dir}", file=sys.stderr)
+    needed = ("sst2", "trec") if args.accuracy else ("imdb",)
+    missing = [d for d in needed if not (args.data_dir / d).is_dir()]
+    if missing:
+        print(f"error: no {', '.join(missing)} under --data-dir {args.data_dir}", file=sys.stderr)
         return 2
     if args.worker:
         print(json.dumps(worker(args.worker, args.configs, args.data_dir, args.repeats)))

@@ -48,13 +48,15 @@ class RegexTokenizer:
     def tokenize_head(self, text: str, limit: int) -> list[str]:
         """``tokenize(text)[:limit]``, reading only as much of a long text as it needs.
 
-        A match only depends on the characters up to its end and the next one, so when a prefix
-        of the text yields more than ``limit`` tokens, its first ``limit`` are the text's own.
+        A match depends only on the characters up to two past its end (a connector such as '-' and
+        a word character extend a word), so a match cut short by the end of a prefix can be
+        followed by at most one token there. When the prefix yields more than ``limit + 1``
+        tokens, its first ``limit`` are therefore the text's own.
         """
         size = 16 * limit + 64
         if len(text) > 2 * size:
             head = self.tokenize(text[:size])
-            if len(head) > limit:
+            if len(head) > limit + 1:
                 return head[:limit]
         return self.tokenize(text)[:limit]
 
