@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ConfigError
 from .model import TextCNN, _invalid_windows
 
 DEFAULT_TABLE_MAX_MB = 1024
@@ -44,9 +45,13 @@ def table_budget_bytes() -> int:
     """The memory rule's budget, from ``TEXTCNN_TABLE_MAX_MB`` (default 1024)."""
     raw = os.environ.get("TEXTCNN_TABLE_MAX_MB", str(DEFAULT_TABLE_MAX_MB))
     try:
-        return max(int(float(raw) * 2**20), 0)
+        megabytes = float(raw)
     except ValueError:
-        return DEFAULT_TABLE_MAX_MB * 2**20
+        megabytes = -1.0
+    if not megabytes >= 0:
+        raise ConfigError(f"The TEXTCNN_TABLE_MAX_MB environment variable must be a number of megabytes >= 0 "
+                          f"(0 turns the prediction tables off). Got {raw!r} instead.")
+    return int(megabytes * 2**20)
 
 
 def native_bf16() -> bool:
