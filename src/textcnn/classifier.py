@@ -262,7 +262,8 @@ class TextCNNClassifier:
         """Logits (N, C) in input order; batches of similar length; the fastest exact path when ``fast``."""
         device = device or next(self.model_.parameters()).device
         was_training = self.model_.training
-        self.model_.eval()
+        if was_training:  # eval() walks every module: only when needed, single texts are latency-bound
+            self.model_.eval()
         forward = self._forward(device) if fast else self.model_
         min_len = max(self.config_.window_sizes)
         if len(ids) == 1:  # one text: no sorting, no scatter
@@ -272,7 +273,8 @@ class TextCNNClassifier:
             for batch in length_batches([len(x) for x in ids], PREDICT_BATCH):
                 x = pad_batch([ids[i] for i in batch], min_len).to(device)  # (B, T)
                 out[torch.from_numpy(batch)] = forward(x).float().cpu()
-        self.model_.train(was_training)
+        if was_training:
+            self.model_.train()
         return out
 
     def _forward(self, device: torch.device):

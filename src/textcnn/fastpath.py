@@ -71,15 +71,23 @@ class TableEngine:
 
     def __init__(self, model: TextCNN) -> None:
         self.model = model
-        self.key = _weights_key(model)
+        self.size = table_bytes(model)
+        self._tensors = [*model.parameters(), *model.buffers()]
+        self.key = self._key()
         with torch.no_grad():
             x = model.embedding.weight  # (V, E)
             if model.static_embedding is not None:
                 x = torch.cat([x, model.static_embedding.weight], dim=1)  # (V, 2E)
             self.tables = [_window_table(x, conv.weight) for conv in model.convs]  # each (V*k, F)
 
+    def _key(self) -> tuple:
+        # In-place changes (optimizer steps, load_state_dict) bump _version; .to() swaps the storage.
+        return tuple((t.data_ptr(), t._version) for t in self._tensors)
+
     def is_current(self) -> bool:
-        return self.key == _weights_key(self.model)
+        """Whether the weights are unchanged since the tables were built (a Parameter object
+        assigned anew, rather than changed in place, is not noticed: rebuild the classifier's model)."""
+        return self.key == self._key()
 
     @torch.no_grad()
     def pool(self, ids: torch.Tensor) -> torch.Tensor:
@@ -97,8 +105,7 @@ class TableEngine:
             if m.norms is None:
                 # A window past the text starts at the table's last row, all -inf: its sum is -inf.
                 bags[:, :, 0].masked_fill_(invalid, table.shape[0] - 1)
-            c = F.embedding_bag(bags.reshape(-1, k), table, mode="sum")  # (B*L, F)
-            c = c.view(ids.shape[0], n_windows, -1)  # (B, L, F)
+            c = _bag_sum(bags, table)  # (B, L, F)
             if m.norms is not None:
                 c = F.relu(m.norms[i](c.transpose(1, 2) + m.convs[i].bias.unsqueeze(1)).transpose(1, 2))
                 c = c.masked_fill(invalid.unsqueeze(2), float("-inf"))  # (B, L, F)
@@ -109,6 +116,18 @@ class TableEngine:
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.fc(self.pool(ids))  # (B, C)
+
+
+SMALL_BAGS = 4096  # below this many lookups one serial gather beats embedding_bag's thread start-up
+
+
+def _bag_sum(bags: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Sums of table rows: bags (B, L, k) -> (B, L, F)."""
+    if bags.numel() <= SMALL_BAGS:
+        rows = table.index_select(0, bags.reshape(-1))  # (B*L*k, F): small, stays on one thread
+        return rows.view(*bags.shape, -1).sum(dim=2)  # (B, L, F)
+    out = F.embedding_bag(bags.reshape(-1, bags.shape[2]), table, mode="sum")  # (B*L, F)
+    return out.view(bags.shape[0], bags.shape[1], -1)  # (B, L, F)
 
 
 def _window_table(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -123,11 +142,6 @@ def _window_table(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     torch.mm(x, w, out=table[:-1].view(x.shape[0], k * n_filters))
     table[-1] = float("-inf")
     return table
-
-
-def _weights_key(model: nn.Module) -> tuple:
-    """Changes whenever a parameter or buffer is modified in place or replaced."""
-    return tuple((t.data_ptr(), t._version) for t in [*model.parameters(), *model.buffers()])
 
 
 class Predictor:
@@ -158,9 +172,14 @@ class Predictor:
 
     def engine(self, model: TextCNN, device: torch.device, log=None) -> TableEngine | None:
         """The table engine for ``model`` (built or rebuilt when its weights changed), or None."""
+        engine = self._engine
+        if (device.type == "cpu" and engine is not None and engine.model is model and self._said is not None
+                and engine.size <= table_budget_bytes() and engine.is_current()):
+            return engine  # the common case, kept cheap for single texts
         path = self.path(model, device)
-        if log is not None and path != self._said:
-            log(f"prediction path: {path}", 2)
+        if path != self._said:
+            if log is not None:
+                log(f"prediction path: {path}", 2)
             self._said = path
         if not path.startswith("exact"):
             return None
