@@ -165,3 +165,24 @@ def test_tokenize_head_equals_the_cut_full_tokenization(name):
 def test_pad_batch_vectorised():
     assert pad_batch([[1, 2, 3], [4], []], 5).tolist() == [[1, 2, 3, 0, 0], [4, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
     assert pad_batch([], 2).shape == (0, 2)
+
+
+def test_cli_verbose_names_the_prediction_path(fitted, tmp_path, capsys):
+    from textcnn.cli import main
+
+    fitted.save(tmp_path / "m")
+    assert main(["predict", str(tmp_path / "m"), "good film", "-v"]) == 0
+    captured = capsys.readouterr()
+    assert "prediction path: exact per-word tables" in captured.err
+    assert captured.out.split("\t")[0] in set(fitted.classes_)
+    assert main(["predict", str(tmp_path / "m"), "good film"]) == 0
+    assert "prediction path" not in capsys.readouterr().err
+
+
+def test_cli_reports_a_bad_table_budget(fitted, tmp_path, capsys, monkeypatch):
+    from textcnn.cli import main
+
+    fitted.save(tmp_path / "m")
+    monkeypatch.setenv("TEXTCNN_TABLE_MAX_MB", "-5")
+    assert main(["predict", str(tmp_path / "m"), "good film"]) == 2
+    assert "error: The TEXTCNN_TABLE_MAX_MB environment variable must be" in capsys.readouterr().err
