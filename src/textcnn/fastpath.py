@@ -219,10 +219,24 @@ def deduplicated_forward(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
         rows = torch.cat([block, neg])  # (U*k + 1, F): a bag starting at the last row sums to -inf
         bags = inverse.unfold(1, k, 1) * k + torch.arange(k)  # (B, L, k)
         bags[:, :, 0].masked_fill_(_invalid_windows(lengths, k, bags.shape[1]), rows.shape[0] - 1)
-        c = F.embedding_bag(bags.reshape(-1, k), rows, mode="sum")  # (B*L, F)
-        v = c.view(ids.shape[0], -1, n_filters).amax(dim=1)  # (B, F)
-        values.append(F.relu(v + conv.bias))  # (B, F)
+        values.append(F.relu(_winning_sums(bags, rows) + conv.bias))  # (B, F)
     return model.fc(model.dropout(torch.cat(values, dim=1)))  # (B, C)
+
+
+def _winning_sums(bags: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Max over windows of the bag sums, (B, L, k) -> (B, F), with a gradient for the winners only.
+
+    The max-pool passes gradient to one window per filter, so the sums of all B*L windows are
+    taken without autograd and only the B*F winning sums are recomputed with it: the backward
+    pass touches B*F*k numbers instead of B*L*F*k. (Ties go to the first window.)
+    """
+    n_filters = rows.shape[1]
+    with torch.no_grad():
+        sums = F.embedding_bag(bags.reshape(-1, bags.shape[2]), rows, mode="sum")  # (B*L, F)
+        win = sums.view(bags.shape[0], bags.shape[1], n_filters).argmax(dim=1)  # (B, F)
+    win_bags = bags.gather(1, win.unsqueeze(2).expand(-1, -1, bags.shape[2]))  # (B, F, k)
+    flat = win_bags * n_filters + torch.arange(n_filters).unsqueeze(1)  # (B, F, k) into rows.view(-1)
+    return rows.reshape(-1)[flat].sum(dim=2)  # (B, F)
 
 
 def training_forward(model: nn.Module):
