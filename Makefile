@@ -21,5 +21,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests
 
+# Speed against the seed's model and fastText (benchmarks/README.md). Times are only worth
+# something on an otherwise idle machine; the data sets are read from ../shared/datasets.
+bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/speed.py --repeats 3
+
 clean:
 	rm -rf $(VENV) runs

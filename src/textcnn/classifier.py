@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .config import DEFAULT_EMBEDDING_SIZE, TextCNNConfig, check_known_keys
 from .data import check_texts, length_batches, pad_batch, stratified_split
 from .errors import ConfigError, DataFormatError, NotFittedError
+from .fastpath import Predictor
 from .metrics import best_thresholds, classification_report, multilabel_report
 from .model import TextCNN
 from .tokenizers import make_tokenizer, resolve_tokenizer_name
@@ -209,7 +210,8 @@ class TextCNNClassifier:
         monitor = cfg.monitor if cfg.monitor != "auto" else ("macro_f1" if self.multi_label_ else "accuracy")
 
         def evaluate(model) -> dict:
-            logits = self._logits_from_ids(dev_ids, device)
+            # The weights change every epoch: tables would be rebuilt for one pass, so plain forward.
+            logits = self._logits_from_ids(dev_ids, device, fast=False)
             loss = float(loss_fn(logits.to(device), dev_targets.to(device)))
             return {"loss": loss, **_headline(self._report_from_logits(logits.numpy(), dev_targets.numpy(), tune=True))}
 
@@ -220,7 +222,8 @@ class TextCNNClassifier:
         )
         result = fit_model(self.model_, train_ids, targets, loss_fn, evaluate, settings, self._log)
         if self.multi_label_:
-            self.thresholds_ = best_thresholds(dev_targets.numpy(), _sigmoid(self._logits_from_ids(dev_ids, device).numpy()))
+            dev_logits = self._logits_from_ids(dev_ids, device, fast=False).numpy()
+            self.thresholds_ = best_thresholds(dev_targets.numpy(), _sigmoid(dev_logits))
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.model_.to("cpu").eval()
@@ -263,21 +266,38 @@ class TextCNNClassifier:
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Texts -> token id lists, cut to ``max_text_len``."""
         self._check_fitted()
-        limit, tokenize, encode = self.config_.max_text_len, self.tokenizer_.tokenize, self.vocab_.encode
+        limit, encode = self.config_.max_text_len, self.vocab_.encode
+        head = getattr(self.tokenizer_, "tokenize_head", None)
+        if head is not None:  # stops reading a long text once it has max_text_len tokens
+            return [encode(head(t, limit)) for t in texts]
+        tokenize = self.tokenizer_.tokenize
         return [encode(tokenize(t)[:limit]) for t in texts]
 
     @torch.inference_mode()
-    def _logits_from_ids(self, ids: list[list[int]], device: torch.device | None = None) -> torch.Tensor:
+    def _logits_from_ids(self, ids: list[list[int]], device: torch.device | None = None,
+                         fast: bool = True) -> torch.Tensor:
+        """Logits (N, C) in input order; batches of similar length; the fastest exact path when ``fast``."""
         device = device or next(self.model_.parameters()).device
         was_training = self.model_.training
-        self.model_.eval()
-        out = torch.empty(len(ids), len(self.classes_))
+        if was_training:  # eval() walks every module: only when needed, single texts are latency-bound
+            self.model_.eval()
+        forward = self._forward(device) if fast else self.model_
         min_len = max(self.config_.window_sizes)
-        for batch in length_batches([len(x) for x in ids], PREDICT_BATCH):
-            x = pad_batch([ids[i] for i in batch], min_len).to(device)  # (B, T)
-            out[torch.from_numpy(batch)] = self.model_(x).float().cpu()
-        self.model_.train(was_training)
+        if len(ids) == 1:  # one text: no sorting, no scatter
+            out = forward(pad_batch(ids, min_len).to(device)).float().cpu()  # (1, C)
+        else:
+            out = torch.empty(len(ids), len(self.classes_))
+            for batch in length_batches([len(x) for x in ids], PREDICT_BATCH):
+                x = pad_batch([ids[i] for i in batch], min_len).to(device)  # (B, T)
+                out[torch.from_numpy(batch)] = forward(x).float().cpu()
+        if was_training:
+            self.model_.train()
         return out
+
+    def _forward(self, device: torch.device):
+        """The prediction path (see :mod:`textcnn.fastpath`): exact tables on CPU, else the model."""
+        predictor = self.__dict__.setdefault("_predictor", Predictor())
+        return predictor.engine(self.model_, device, self._log) or self.model_
 
     def decision_function(self, X: Iterable[str]) -> np.ndarray:
         """Raw logits (N, n_classes), columns in ``classes_`` order."""

@@ -124,8 +124,14 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
+def _load_verbose(args):
     clf = load(args.model_dir)
+    clf.verbose = 1 + args.verbose if args.verbose else 0  # -v: the prediction path on stderr
+    return clf
+
+
+def cmd_eval(args) -> int:
+    clf = _load_verbose(args)
     test = _read(args, args.test_file)
     report = clf.evaluate(test.texts, test.labels)
     if args.confusion_png:
@@ -165,7 +171,7 @@ def format_report(r: dict) -> str:
 def cmd_predict(args) -> int:
     if bool(args.texts) == bool(args.input):
         raise ConfigError("Give texts to classify as arguments, or --input FILE (--input - for standard input), not both.")
-    clf = load(args.model_dir)
+    clf = _load_verbose(args)
     texts = args.texts or _read(args, args.input, labeled=False).texts
     records = clf.predict_records(texts, top_k=args.top_k)
     out = sys.stdout
@@ -279,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("test_file", metavar="TEST_FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--confusion-png", metavar="FILE", help="draw the confusion matrix to a PNG (needs matplotlib)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="say which prediction path runs")
     add_input_flags(p)
     p.set_defaults(func=cmd_eval)
 
@@ -289,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="FILE", help="file of texts; - reads standard input")
     p.add_argument("--top-k", type=int, default=1, help="also list the K most probable labels [1]")
     p.add_argument("--format", dest="output_format", choices=["text", "jsonl", "csv"], default="text", help="output format [text]")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="say which prediction path runs")
     add_input_flags(p, format_flag="--input-format")
     p.set_defaults(func=cmd_predict)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import random
 from dataclasses import dataclass, field
@@ -249,10 +250,12 @@ def stratified_split(labels: Sequence, fraction: float, seed: int) -> tuple[list
 
 def pad_batch(seqs: Sequence[Sequence[int]], min_len: int = 1) -> torch.Tensor:
     """Right-pads id lists with 0 to the longest (at least ``min_len``): (B, T) int64."""
-    width = max(min_len, max((len(s) for s in seqs), default=0))
+    lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))  # (B,)
+    width = max(min_len, int(lengths.max(initial=0)))
     out = np.zeros((len(seqs), width), dtype=np.int64)
-    for row, s in enumerate(seqs):
-        out[row, : len(s)] = s
+    # One vectorised scatter instead of a Python loop over rows.
+    out[np.arange(width) < lengths[:, None]] = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64,
+                                                           count=int(lengths.sum()))
     return torch.from_numpy(out)
 
 

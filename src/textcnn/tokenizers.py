@@ -38,9 +38,27 @@ class RegexTokenizer:
         self._finditer = pattern.finditer
 
     def tokenize(self, text: str) -> list[str]:
-        # Lower-casing after matching keeps character offsets valid (str.lower can change lengths).
-        tokens = self._findall(text)
-        return [t.lower() for t in tokens] if self.lowercase else tokens
+        if not self.lowercase:
+            return self._findall(text)
+        if text.isascii():  # ASCII lower-casing changes no token boundary: one C call for the text
+            return self._findall(text.lower())
+        # Lower-casing after matching keeps tokens and offsets right (str.lower can change lengths).
+        return [t.lower() for t in self._findall(text)]
+
+    def tokenize_head(self, text: str, limit: int) -> list[str]:
+        """``tokenize(text)[:limit]``, reading only as much of a long text as it needs.
+
+        A match depends only on the characters up to two past its end (a connector such as '-' and
+        a word character extend a word), so a match cut short by the end of a prefix can be
+        followed by at most one token there. When the prefix yields more than ``limit + 1``
+        tokens, its first ``limit`` are therefore the text's own.
+        """
+        size = 16 * limit + 64
+        if len(text) > 2 * size:
+            head = self.tokenize(text[:size])
+            if len(head) > limit + 1:
+                return head[:limit]
+        return self.tokenize(text)[:limit]
 
     def tokenize_with_spans(self, text: str) -> list[tuple[str, int, int]]:
         out = []

@@ -6,6 +6,7 @@ Model-agnostic: it needs a module mapping padded ids (B, T) to outputs, a loss, 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -19,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import pad_batch, training_batches
+from .fastpath import native_bf16, training_forward
 
 
 @dataclass
@@ -44,14 +46,43 @@ class TrainResult:
     stopped_early: bool
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam; weight decay on dense weights only, never on embeddings (they are sparse in spirit)."""
-    embed, dense = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (embed if "embedding" in name else dense).append(p)
-    groups = [{"params": dense, "weight_decay": weight_decay}, {"params": embed, "weight_decay": 0.0}]
-    return torch.optim.Adam(groups, lr=lr)
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
+    """Adam on dense weights; SparseAdam on embedding tables, which get sparse gradients.
+
+    A step then reads and writes only the embedding rows its batch uses, not the whole table
+    (the dense update of a 50,000-word table costs more than the convolutions). No weight decay
+    on embeddings. The tables are the ``nn.Embedding`` modules with trainable weights.
+    """
+    tables = [m for m in model.modules() if isinstance(m, nn.Embedding) and m.weight.requires_grad]
+    sparse_ids = {id(m.weight) for m in tables}
+    dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
+    optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay)]
+    if tables:
+        optimizers.append(torch.optim.SparseAdam([m.weight for m in tables], lr=lr))
+    return optimizers
+
+
+@contextlib.contextmanager
+def sparse_embeddings(model: nn.Module):
+    """Switches the model's trainable embedding tables to sparse gradients for the block."""
+    tables = [m for m in model.modules() if isinstance(m, nn.Embedding) and m.weight.requires_grad]
+    before = [m.sparse for m in tables]
+    for m in tables:
+        m.sparse = True
+    try:
+        yield
+    finally:
+        for m, was in zip(tables, before):
+            m.sparse = was
+
+
+def training_path(model: nn.Module, device: torch.device) -> str:
+    """The words ``--verbose`` uses for the training path."""
+    precision = "float32" if device.type != "cpu" else (
+        "bfloat16 autocast (native bf16 CPU)" if native_bf16() else "float32 (no native bfloat16 on this CPU)")
+    forward = ("the model's own forward (batch norm)" if training_forward(model) is model else
+               "convolutions computed once per distinct word of a batch (GEMM + embedding_bag), max before bias+ReLU")
+    return f"{forward}, sparse embedding gradients + SparseAdam, Adam elsewhere, {precision}"
 
 
 def fit_model(
@@ -61,12 +92,17 @@ def fit_model(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     evaluate: Callable[[nn.Module], dict],
     s: TrainSettings,
-    log: Callable[[str], None] = print,
+    log: Callable[..., None] | None = None,
 ) -> TrainResult:
-    """Trains ``model`` in place and leaves it holding the weights of its best dev epoch."""
+    """Trains ``model`` in place and leaves it holding the weights of its best dev epoch.
+
+    ``log(message, level)`` receives progress lines (level 1) and the chosen code path (level 2).
+    """
+    log = log or (lambda message, level=1: print(message))
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
-    optimizer = make_optimizer(model, s.learning_rate, s.weight_decay)
+    optimizers = make_optimizer(model, s.learning_rate, s.weight_decay)
+    log(f"training path: {training_path(model, s.device)}", 2)
     lengths = [len(x) for x in train_ids]
     minimise = s.monitor == "loss"
     best_score, best_epoch, best_state, bad_epochs = math.inf if minimise else -math.inf, 0, None, 0
@@ -75,7 +111,8 @@ def fit_model(
     stopped_early = False
     for epoch in range(1, s.epochs + 1):
         started = time.perf_counter()
-        train_loss = _run_epoch(model, train_ids, train_targets, lengths, loss_fn, optimizer, rng, s, epoch)
+        with sparse_embeddings(model):
+            train_loss = _run_epoch(model, train_ids, train_targets, lengths, loss_fn, optimizers, rng, s, epoch)
         seconds = time.perf_counter() - started
         model.eval()
         dev = evaluate(model)
@@ -103,19 +140,25 @@ def fit_model(
     return TrainResult(history, best_epoch, float(best_score), stopped_early)
 
 
-def _run_epoch(model, train_ids, targets, lengths, loss_fn, optimizer, rng, s: TrainSettings, epoch: int) -> float:
+def _run_epoch(model, train_ids, targets, lengths, loss_fn, optimizers, rng, s: TrainSettings, epoch: int) -> float:
     model.train()
     total, seen = 0.0, 0
     bar = tqdm(total=len(train_ids), desc=f"epoch {epoch}/{s.epochs}", unit="text", leave=False,
                disable=not s.progress, file=sys.stderr, dynamic_ncols=True)
+    bf16 = s.device.type == "cpu" and native_bf16()
+    forward = training_forward(model)
     started = time.perf_counter()
     for batch in training_batches(lengths, s.batch_size, rng):
         ids = pad_batch([train_ids[i] for i in batch], s.min_len).to(s.device)  # (B, T)
         y = targets[torch.from_numpy(batch)].to(s.device)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(ids), y)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = forward(ids)  # (B, C)
+        loss = loss_fn(logits.float(), y)
         loss.backward()
-        optimizer.step()
+        for opt in optimizers:
+            opt.step()
         if s.max_norm is not None:
             model.apply_max_norm(s.max_norm)
         total += loss.item() * len(batch)

@@ -6,6 +6,7 @@ Id 0 is ``<pad>`` (its embedding row stays zero and padding never wins the max-p
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from typing import Iterable
 
@@ -48,8 +49,7 @@ class Vocab:
         return token in self.stoi
 
     def encode(self, tokens: list[str]) -> list[int]:
-        get = self.stoi.get
-        return [get(t, UNK_ID) for t in tokens]
+        return list(map(self.stoi.get, tokens, itertools.repeat(UNK_ID, len(tokens))))  # map runs in C
 
     def to_json(self) -> dict:
         return {"tokens": self.itos}

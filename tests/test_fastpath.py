@@ -1,0 +1,188 @@
+"""The fast paths agree with the plain float32 model, fall back cleanly, and change no saved file."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from textcnn import TextCNNClassifier, load
+from textcnn.data import pad_batch
+from textcnn.errors import ConfigError
+from textcnn.fastpath import Predictor, TableEngine, deduplicated_forward, table_budget_bytes, table_bytes
+from textcnn.model import TextCNN
+from textcnn.tokenizers import make_tokenizer
+from textcnn.training import make_optimizer, sparse_embeddings, training_path
+
+WORDS = "good great fine fun bad awful dull poor plot film actor scene".split()
+
+
+def small_model(**changes) -> TextCNN:
+    torch.manual_seed(0)
+    args = dict(vocab_size=40, embedding_size=8, feature_size=6, window_sizes=(2, 3, 5), num_class=3)
+    return TextCNN(**{**args, **changes}).eval()
+
+
+def ragged_ids() -> torch.Tensor:
+    """Texts of lengths 9, 5, 2 (shorter than the widest window) and 1, right-padded with 0."""
+    ids = torch.randint(2, 40, (4, 9), generator=torch.Generator().manual_seed(1))  # (B, T)
+    for row, n in enumerate([9, 5, 2, 1]):
+        ids[row, n:] = 0
+    return ids
+
+
+@pytest.mark.parametrize("changes", [{}, {"batch_norm": True}, {"multichannel": True}, {"window_sizes": (1, 4)}])
+def test_table_engine_matches_the_float32_forward(changes):
+    model = small_model(**changes)
+    if model.norms is not None:  # non-trivial running statistics, some negative scales
+        for norm in model.norms:
+            norm.running_mean.uniform_(-1, 1)
+            norm.running_var.uniform_(0.5, 2)
+            norm.weight.data.uniform_(-1, 1)
+    engine = TableEngine(model)
+    for ids in (ragged_ids(), ragged_ids()[:, :2], ragged_ids()[2:3]):
+        with torch.no_grad():
+            expected = model(ids)  # (B, C)
+        assert torch.allclose(engine(ids), expected, atol=1e-5)
+        assert torch.allclose(engine.pool(ids), model.pool(ids), atol=1e-5)
+
+
+def test_deduplicated_training_forward_matches_values_and_gradients():
+    model = small_model()
+    ids = ragged_ids()
+    grads = []
+    for forward in (model, lambda x: deduplicated_forward(model, x)):
+        model.zero_grad()
+        out = forward(ids)  # eval mode: dropout off, so both are deterministic
+        F.cross_entropy(out, torch.tensor([0, 1, 2, 0])).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        assert torch.allclose(out, model(ids), atol=1e-5)
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_training_uses_sparse_embedding_gradients_and_restores_the_module():
+    model = small_model()
+    optimizers = make_optimizer(model, 1e-3, 0.01)
+    assert [type(o).__name__ for o in optimizers] == ["Adam", "SparseAdam"]
+    with sparse_embeddings(model):
+        deduplicated_forward(model, ragged_ids()).sum().backward()
+        assert model.embedding.weight.grad.is_sparse
+    assert model.embedding.sparse is False
+    assert "SparseAdam" in training_path(model, torch.device("cpu"))
+    assert "own forward" in training_path(small_model(batch_norm=True), torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def fitted() -> TextCNNClassifier:
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(WORDS, size=rng.integers(1, 12))) for _ in range(160)]
+    labels = ["pos" if sum(w in t.split() for w in WORDS[:4]) >= sum(w in t.split() for w in WORDS[4:8]) else "neg"
+              for t in texts]
+    clf = TextCNNClassifier(embedding_size=16, feature_size=8, window_sizes=(2, 3, 4), epochs=3, verbose=0)
+    return clf.fit(texts, labels)
+
+
+def probe_texts() -> list[str]:
+    return ["good", "bad film", "a great fun plot with a dull actor", "", "poor poor awful scene", "fine film " * 30]
+
+
+def test_classifier_fast_path_agrees_with_the_plain_forward(fitted):
+    ids = fitted.encode(probe_texts())
+    plain = fitted._logits_from_ids(ids, fast=False)
+    fast = fitted._logits_from_ids(ids)
+    assert isinstance(fitted._forward(torch.device("cpu")), TableEngine)
+    assert torch.allclose(fast, plain, atol=1e-5)
+    proba = fitted.predict_proba(probe_texts())
+    assert np.abs(proba - F.softmax(plain, dim=1).numpy()).max() < 1e-3
+    assert list(fitted.predict(probe_texts())) == list(fitted.classes_[plain.argmax(1).numpy()])
+    # One text alone gives the same answer as inside a batch.
+    assert np.allclose(fitted.predict_proba(probe_texts()[2:3]), proba[2:3], atol=1e-6)
+
+
+def test_tables_follow_weight_changes(fitted):
+    clf = copy.deepcopy(fitted)
+    before = clf.predict_proba(probe_texts())
+    with torch.no_grad():
+        clf.model_.convs[0].weight.mul_(-2.0)
+    after = clf.predict_proba(probe_texts())
+    assert not np.allclose(before, after)
+    assert np.allclose(after, F.softmax(clf._logits_from_ids(clf.encode(probe_texts()), fast=False), 1).numpy(), atol=1e-5)
+
+
+def test_table_budget_falls_back_and_verbose_names_the_path(fitted, monkeypatch, capsys):
+    clf = copy.deepcopy(fitted)
+    clf.verbose = 2
+    expected = clf.predict_proba(probe_texts())
+    assert "prediction path: exact per-word tables" in capsys.readouterr().err
+    monkeypatch.setenv("TEXTCNN_TABLE_MAX_MB", "0")
+    assert np.allclose(clf.predict_proba(probe_texts()), expected, atol=1e-5)
+    assert "prediction path: plain float32 forward (the tables would take" in capsys.readouterr().err
+    assert clf._forward(torch.device("cpu")) is clf.model_
+
+
+def test_gpu_device_uses_the_model_not_the_tables():
+    model = small_model()
+    predictor = Predictor()
+    assert predictor.engine(model, torch.device("cuda")) is None
+    assert "plain float32 forward on cuda" in predictor.path(model, torch.device("cuda"))
+
+
+def test_table_memory_rule(monkeypatch):
+    model = small_model()
+    assert table_bytes(model) == 40 * 6 * (2 + 3 + 5) * 4
+    monkeypatch.setenv("TEXTCNN_TABLE_MAX_MB", "2.5")
+    assert table_budget_bytes() == int(2.5 * 2**20)
+    monkeypatch.setenv("TEXTCNN_TABLE_MAX_MB", "lots")
+    with pytest.raises(ConfigError, match="TEXTCNN_TABLE_MAX_MB environment variable must be a number of megabytes"):
+        table_budget_bytes()
+
+
+def test_saved_files_hold_weights_only_and_reload_identically(fitted, tmp_path):
+    fitted.predict_proba(probe_texts())  # builds the tables
+    fitted.save(tmp_path / "m")
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert sorted(saved) == sorted(fitted.model_.state_dict())
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["format_version"] >= 1
+    assert np.allclose(load(tmp_path / "m").predict_proba(probe_texts()), fitted.predict_proba(probe_texts()), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["word", "char"])
+def test_tokenize_head_equals_the_cut_full_tokenization(name):
+    tokenizer = make_tokenizer(name)
+    texts = ["x-" * 3000, "don't " * 900 + "stop", "a" * 5000 + " b c", "İ" * 800 + " Ok" * 300, "short one", ""]
+    for text in texts:
+        for limit in (1, 2, 7, 35, 400):
+            assert tokenizer.tokenize_head(text, limit) == tokenizer.tokenize(text)[:limit]
+
+
+def test_pad_batch_vectorised():
+    assert pad_batch([[1, 2, 3], [4], []], 5).tolist() == [[1, 2, 3, 0, 0], [4, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
+    assert pad_batch([], 2).shape == (0, 2)
+
+
+def test_cli_verbose_names_the_prediction_path(fitted, tmp_path, capsys):
+    from textcnn.cli import main
+
+    fitted.save(tmp_path / "m")
+    assert main(["predict", str(tmp_path / "m"), "good film", "-v"]) == 0
+    captured = capsys.readouterr()
+    assert "prediction path: exact per-word tables" in captured.err
+    assert captured.out.split("\t")[0] in set(fitted.classes_)
+    assert main(["predict", str(tmp_path / "m"), "good film"]) == 0
+    assert "prediction path" not in capsys.readouterr().err
+
+
+def test_cli_reports_a_bad_table_budget(fitted, tmp_path, capsys, monkeypatch):
+    from textcnn.cli import main
+
+    fitted.save(tmp_path / "m")
+    monkeypatch.setenv("TEXTCNN_TABLE_MAX_MB", "-5")
+    assert main(["predict", str(tmp_path / "m"), "good film"]) == 2
+    assert "error: The TEXTCNN_TABLE_MAX_MB environment variable must be" in capsys.readouterr().err
