@@ -62,13 +62,15 @@ def explain(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> li
     clf._check_fitted()
     texts = check_texts(texts, "texts")
     class_idx = _class_indices(clf, classes)
-    records = clf.predict_records(texts, top_k=len(clf.classes_)) if texts else []
     spans = [clf.tokenizer_.tokenize_with_spans(t) for t in texts]
     limit = clf.config_.max_text_len
     ids = [clf.vocab_.encode([tok for tok, _, _ in s[:limit]]) for s in spans]
     pooled, positions = _pool_all(clf.model_, ids, max(clf.config_.window_sizes))
     weight = clf.model_.fc.weight.detach().double().numpy()  # (C, F*n)
     bias = clf.model_.fc.bias.detach().double().numpy()  # (C,)
+    # The prediction shown comes from these very logits (the exact float32 model), not a faster path.
+    logits = pooled @ weight.T + bias  # (N, C)
+    records = clf._records(texts, clf._proba_from_logits(logits), len(clf.classes_))
     out = []
     for i, text in enumerate(texts):
         used = spans[i][:limit]

@@ -27,18 +27,41 @@ class ExplainRequest(BaseModel):
     classes: list[str] | None = Field(None, description="Labels to explain; default every class.")
 
 
+# A refused body up to this size is read and dropped before the 413 goes out, so a client that writes
+# its whole body before reading (most do) sees the answer instead of a broken pipe. Past it: answer, close.
+DRAIN_BYTES = 16 * 2**20
+
+
 class _BodyTooLarge(HTTPException):
     """Raised while the body streams in; an HTTPException so FastAPI's body parsing passes it on."""
 
-    def __init__(self, error: LimitExceeded) -> None:
+    def __init__(self, error: LimitExceeded, close: bool) -> None:
         super().__init__(status_code=error.status, detail=error.message)
-        self.error = error
+        self.error, self.close = error, close
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.error.body(), status_code=self.error.status,
+                            headers={"Connection": "close"} if self.close else None)
 
 
 def _body_limit_error(max_bytes: int) -> LimitExceeded:
     return LimitExceeded(413, "max_body_bytes", max_bytes,
                          f"The request body is larger than max_body_bytes={max_bytes} bytes "
                          "(the server's --max-body-bytes). Send fewer or shorter texts per request.")
+
+
+async def _drain(receive) -> bool:
+    """Reads and drops the rest of a body; False if it passes DRAIN_BYTES or the client goes away."""
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        seen += len(message.get("body", b""))
+        if seen > DRAIN_BYTES:
+            return False
+        if not message.get("more_body", False):
+            return True
 
 
 class BodyLimit:
@@ -52,8 +75,8 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = JSONResponse(_body_limit_error(self.max_bytes).body(), status_code=413,
-                                    headers={"Connection": "close"})
+            drained = int(declared) <= DRAIN_BYTES and await _drain(receive)
+            response = _BodyTooLarge(_body_limit_error(self.max_bytes), close=not drained).response()
             return await response(scope, receive, send)
         received = 0
 
@@ -63,7 +86,8 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge(_body_limit_error(self.max_bytes))
+                    drained = not message.get("more_body", False) or await _drain(receive)
+                    raise _BodyTooLarge(_body_limit_error(self.max_bytes), close=not drained)
             return message
 
         return await self.app(scope, limited_receive, send)
@@ -111,7 +135,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(_BodyTooLarge)
     async def body_too_large(request: Request, exc: _BodyTooLarge):
-        return JSONResponse(exc.error.body(), status_code=exc.error.status, headers={"Connection": "close"})
+        return exc.response()
 
     @app.exception_handler(TextCNNError)
     async def bad_input(request: Request, exc: TextCNNError):
