@@ -175,7 +175,8 @@ def test_unknown_class_in_explain(server):
 
 def test_page_docs_and_static_files(server):
     for path, needle in [("/", b"How the model sees this text"), ("/static/app.js", b"/v1/explain"),
-                         ("/static/style.css", b".bar"), ("/docs", b"swagger"), ("/openapi.json", b"/v1/predict")]:
+                         ("/static/style.css", b".bar"), ("/docs", b"swagger"), ("/openapi.json", b"/v1/predict"),
+                         ("/openapi.json", b"PredictRequest")]:
         conn = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=10)
         conn.request("GET", path)
         res = conn.getresponse()
