@@ -97,6 +97,8 @@ def test_short_and_empty_texts(clf):
         assert cls["unattributed"] == 0
     widest = max(clf.config_.window_sizes)
     assert short["walk"]["token_ids_shape"] == [1, widest]
+    for branch in short["walk"]["branches"]:
+        assert branch["text_windows"] == 1 and branch["conv_shape"][2] == widest - branch["window"] + 1
     assert empty["tokens"] == [] and all(c["ngrams"] == [] for c in empty["classes"])
 
 

@@ -140,6 +140,17 @@ def test_a_megabyte_text_is_refused_quickly(server):
     assert http("GET", server.url + "/v1/health")[0] == 200
 
 
+def test_a_huge_declared_body_is_refused_without_waiting_for_it(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100000000\r\n\r\n{\"texts\": [\"")
+        answer = b""
+        while chunk := sock.recv(65536):  # the server answers and closes: it does not wait for 100 MB
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert b'"limit":"max_body_bytes"' in answer
+
+
 @pytest.mark.parametrize("payload, where", [
     ({"texts": ["a"], "top_k": 0}, "top_k"),
     ({"texts": "a single string"}, "texts"),
@@ -164,7 +175,8 @@ def test_unknown_class_in_explain(server):
 
 def test_page_docs_and_static_files(server):
     for path, needle in [("/", b"How the model sees this text"), ("/static/app.js", b"/v1/explain"),
-                         ("/static/style.css", b".bar"), ("/docs", b"swagger"), ("/openapi.json", b"/v1/predict")]:
+                         ("/static/style.css", b".bar"), ("/docs", b"swagger"), ("/openapi.json", b"/v1/predict"),
+                         ("/openapi.json", b"PredictRequest")]:
         conn = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=10)
         conn.request("GET", path)
         res = conn.getresponse()
@@ -214,6 +226,15 @@ def test_serve_bad_model_dir(tmp_path, capsys):
 def test_serve_bad_limit(model_dir, capsys):
     assert main(["serve", str(model_dir), "--max-texts", "0"]) == 2
     assert "--max-texts must be >= 1. Got 0 instead." in capsys.readouterr().err
+
+
+def test_serve_port_in_use(model_dir, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(model_dir), "--port", str(port)]) == 2
+    assert f"Cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_serve_without_fastapi(model_dir, monkeypatch, capsys):

@@ -306,12 +306,14 @@ class TextCNNClassifier:
 
     def predict_proba(self, X: Iterable[str]) -> np.ndarray:
         """Class probabilities (N, n_classes): softmax, or independent sigmoids for multi-label."""
-        logits = self.decision_function(X)
-        return _sigmoid(logits) if self.multi_label_ else _softmax(logits)
+        return self._proba_from_logits(self.decision_function(X))
 
     def predict(self, X: Iterable[str]) -> np.ndarray:
         """The most probable label per text; for multi-label, the list of labels above their thresholds."""
         return self._labels_from_proba(self.predict_proba(X))
+
+    def _proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
+        return _sigmoid(logits) if self.multi_label_ else _softmax(logits)
 
     def _labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
         if not self.multi_label_:
@@ -329,7 +331,9 @@ class TextCNNClassifier:
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ConfigError(f"The 'top_k' parameter must be an int >= 1. Got {top_k!r} instead.")
         texts = check_texts(X, "X")
-        proba = self.predict_proba(texts)
+        return self._records(texts, self.predict_proba(texts), top_k)
+
+    def _records(self, texts: list[str], proba: np.ndarray, top_k: int) -> list[dict]:
         predicted = self._labels_from_proba(proba)
         k = min(top_k, len(self.classes_))
         out = []

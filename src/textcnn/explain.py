@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 from .data import check_texts, length_batches, pad_batch
+from .errors import ConfigError
+from .vocab import UNK_ID
 
 EXPLAIN_BATCH = 256
 DRIVERS_PER_TEXT = 3  # n-grams per text counted by corpus_top_ngrams
@@ -62,20 +64,22 @@ def explain(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> li
     clf._check_fitted()
     texts = check_texts(texts, "texts")
     class_idx = _class_indices(clf, classes)
-    records = clf.predict_records(texts, top_k=len(clf.classes_)) if texts else []
     spans = [clf.tokenizer_.tokenize_with_spans(t) for t in texts]
     limit = clf.config_.max_text_len
     ids = [clf.vocab_.encode([tok for tok, _, _ in s[:limit]]) for s in spans]
     pooled, positions = _pool_all(clf.model_, ids, max(clf.config_.window_sizes))
     weight = clf.model_.fc.weight.detach().double().numpy()  # (C, F*n)
     bias = clf.model_.fc.bias.detach().double().numpy()  # (C,)
+    # The prediction shown comes from these very logits (the exact float32 model), not a faster path.
+    logits = pooled @ weight.T + bias  # (N, C)
+    records = clf._records(texts, clf._proba_from_logits(logits), len(clf.classes_))
     out = []
     for i, text in enumerate(texts):
         used = spans[i][:limit]
         contrib = weight * pooled[i]  # (C, F*n)
         exp = {
             "text": text,
-            "tokens": [{"token": tok, "start": s, "end": e, "known": tid != 1}
+            "tokens": [{"token": tok, "start": s, "end": e, "known": tid != UNK_ID}
                        for (tok, s, e), tid in zip(used, ids[i])],
             "n_tokens": len(spans[i]),
             "truncated": len(spans[i]) > limit,
@@ -89,8 +93,6 @@ def explain(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> li
 
 
 def _class_indices(clf, classes: Sequence | None) -> list[int]:
-    from .errors import ConfigError
-
     if classes is None:
         return list(range(len(clf.classes_)))
     names = {str(c): i for i, c in enumerate(clf.classes_)}
@@ -197,6 +199,7 @@ def _walk(clf, text, used, pooled, positions, contrib, bias) -> dict:
         top = max(winners.items(), key=lambda kv: kv[1], default=None)
         branches.append({
             "window": k, "conv_shape": [1, feature_size, length - k + 1], "pooled_shape": [1, feature_size],
+            "text_windows": max(n - k + 1, 1),  # later windows run into padding; the model masks them
             "best_filter": best, "best_value": float(pooled[j]),
             "best_ngram": _span_text(text, used, start, end),
             "active_filters": int((pooled[block] > 0).sum()),

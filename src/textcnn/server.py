@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import platform
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
@@ -71,6 +72,20 @@ def check_settings(settings: ServerSettings) -> None:
             raise ConfigError(f"--{f.name.replace('_', '-')} must be {bound}. Got {value} instead.")
 
 
+def check_port_free(host: str, port: int) -> None:
+    """A clear error before loading anything when the address is taken (uvicorn would only log it)."""
+    from .errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ConfigError(f"Cannot listen on {host}:{port}: {e.strerror}. Choose another --port or --host, "
+                              "or stop the program that uses it.") from None
+
+
 def _import_serving():
     try:
         import fastapi  # noqa: F401
@@ -87,6 +102,7 @@ def run_server(model_dir, *, host: str = "127.0.0.1", port: int = 8000, settings
     from . import load
 
     check_settings(settings)
+    check_port_free(host, port)
     clf = load(model_dir)  # a bad model directory fails here, as a clean CLI error, before binding
     app = create_app(clf, settings)
     print(f"serving {model_dir} on http://{host}:{port}  (API docs: /docs)", flush=True)

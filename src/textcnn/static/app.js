@@ -131,6 +131,8 @@ function renderNgrams(cls) {
   }
 }
 
+const ngramText = (g) => (g.padding_only ? "(padding)" : g.text);
+
 function walkRow(step, shp, ...detail) {
   return el("tr", {}, el("td", { class: "step" }, step), el("td", { class: "mono shape" }, shp), el("td", {}, ...detail));
 }
@@ -149,11 +151,12 @@ function renderWalk() {
   ];
   for (const b of w.branches) {
     const L = b.conv_shape[2];
+    const masked = L > b.text_windows ? ` (${L - b.text_windows} start too late and run into padding: masked out of the max)` : "";
     rows.push(walkRow(`conv k=${b.window}`, shape(b.conv_shape),
-      `${b.conv_shape[1]} filters, each over ${b.window} consecutive tokens: ${T} \u2212 ${b.window} + 1 = ${L} window${L === 1 ? "" : "s"}`));
-    const best = b.best_ngram.padding_only ? "(padding)" : b.best_ngram.text;
+      `${b.conv_shape[1]} filters, each over ${b.window} consecutive tokens: ${T} \u2212 ${b.window} + 1 = ${L} window${L === 1 ? "" : "s"}${masked}`));
+    const best = ngramText(b.best_ngram);
     const common = b.most_common_ngram
-      ? [" \u00b7 most filters (", el("b", {}, b.most_common_ngram.filters), ") won by ", el("span", { class: "chip" }, b.most_common_ngram.text)]
+      ? [" \u00b7 most filters (", el("b", {}, b.most_common_ngram.filters), ") won by ", el("span", { class: "chip" }, ngramText(b.most_common_ngram))]
       : [];
     rows.push(walkRow(`ReLU, max over time k=${b.window}`, shape(b.pooled_shape),
       `${b.active_filters} of ${b.pooled_shape[1]} filters fire \u00b7 strongest: #${b.best_filter} = `,
