@@ -190,14 +190,14 @@ def run_textcnn(train: Split, dev: Split, test: Split, multi: bool, seed: int, p
             "chosen": {"best_epoch": clf.best_epoch_}}
 
 
-def run_system(system: str, name: str, data, seed: int, data_dir: Path) -> dict:
+def run_system(system: str, name: str, data, seed: int, data_dir: Path, overrides: dict) -> dict:
     spec = SPECS[name]
     train, dev, test = data
     if system == "fasttext":
         return run_fasttext(train, dev, test, spec.multi_label, seed)
     if system == "tfidf_logreg":
         return run_tfidf(train, dev, test, spec.multi_label, seed)
-    params = dict(spec.textcnn)
+    params = {**spec.textcnn, **overrides}
     if system == "textcnn_vectors":
         vectors = spec.vectors
         params["embeddings"] = vectors if "/" not in vectors else str(data_dir / vectors)
@@ -264,14 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON of all runs, merged across calls")
     parser.add_argument("--readme", type=Path, default=README, help="file whose accuracy table is rewritten")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                        help="override a textcnn default, e.g. --set learning_rate=0.003 (recorded with the runs)")
     args = parser.parse_args(argv)
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     results = json.loads(args.results.read_text()) if args.results.exists() else {}
     for name in args.datasets:
         data = load_dataset(args.data_dir / name, SPECS[name].multi_label)
         for system in args.systems:
             runs = []
             for seed in range(args.seeds):
-                run = run_system(system, name, data, seed, args.data_dir)
+                run = run_system(system, name, data, seed, args.data_dir, overrides)
+                run["overrides"] = overrides if system.startswith("textcnn") else {}
                 runs.append(run)
                 print(f"{name:10s} {system:16s} seed {seed}: test {run['test']:.4f} dev {run['dev']:.4f} "
                       f"{run['seconds']:.1f}s {run['chosen']}", flush=True)
