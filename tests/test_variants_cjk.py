@@ -65,3 +65,11 @@ def test_jieba_words_for_chinese():
 def test_word_tokenizer_on_chinese_gives_advice(capsys):
     TextCNNClassifier(tokenizer="word", epochs=1, window_sizes=(1,), verbose=1).fit(ZH, ZH_Y)
     assert "Use --tokenizer char (or jieba for Chinese words)" in capsys.readouterr().err
+
+
+def test_embedding_size_validation():
+    from textcnn import TextCNNConfig
+
+    assert TextCNNConfig().embedding_size is None  # 128, or the pretrained vectors' size
+    with pytest.raises(ConfigError, match=r"The 'embedding_size' parameter must be None or an int >= 1\. Got 0 instead\."):
+        TextCNNConfig(embedding_size=0)
