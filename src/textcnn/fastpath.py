@@ -221,7 +221,7 @@ def deduplicated_forward(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
         block = products[:, start : start + k * n_filters].reshape(-1, n_filters)  # (U*k, F), row u*k+j
         start += k * n_filters
         rows = torch.cat([block, neg])  # (U*k + 1, F): a bag starting at the last row sums to -inf
-        bags = inverse.unfold(1, k, 1) * k + torch.arange(k)  # (B, L, k)
+        bags = inverse.unfold(1, k, 1) * k + torch.arange(k, device=ids.device)  # (B, L, k)
         bags[:, :, 0].masked_fill_(_invalid_windows(lengths, k, bags.shape[1]), rows.shape[0] - 1)
         if bags.shape[1] > WINNERS_MIN_WINDOWS:
             v = _winning_sums(bags, rows)  # (B, F)
