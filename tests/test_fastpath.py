@@ -186,3 +186,20 @@ def test_cli_reports_a_bad_table_budget(fitted, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TEXTCNN_TABLE_MAX_MB", "-5")
     assert main(["predict", str(tmp_path / "m"), "good film"]) == 2
     assert "error: The TEXTCNN_TABLE_MAX_MB environment variable must be" in capsys.readouterr().err
+
+
+def test_winners_only_backward_matches_the_full_backward(monkeypatch):
+    import textcnn.fastpath as fastpath
+
+    model = small_model()
+    ids = ragged_ids()
+    grads = []
+    for threshold in (0, 10**6):  # winners-only for every length, then never
+        monkeypatch.setattr(fastpath, "WINNERS_MIN_WINDOWS", threshold)
+        model.zero_grad()
+        out = deduplicated_forward(model, ids)
+        out.sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        assert torch.allclose(a, b, atol=1e-5)

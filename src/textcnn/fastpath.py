@@ -221,10 +221,18 @@ def deduplicated_forward(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
         block = products[:, start : start + k * n_filters].reshape(-1, n_filters)  # (U*k, F), row u*k+j
         start += k * n_filters
         rows = torch.cat([block, neg])  # (U*k + 1, F): a bag starting at the last row sums to -inf
-        bags = inverse.unfold(1, k, 1) * k + torch.arange(k)  # (B, L, k)
+        bags = inverse.unfold(1, k, 1) * k + torch.arange(k, device=ids.device)  # (B, L, k)
         bags[:, :, 0].masked_fill_(_invalid_windows(lengths, k, bags.shape[1]), rows.shape[0] - 1)
-        values.append(F.relu(_winning_sums(bags, rows) + conv.bias))  # (B, F)
+        if bags.shape[1] > WINNERS_MIN_WINDOWS:
+            v = _winning_sums(bags, rows)  # (B, F)
+        else:
+            c = F.embedding_bag(bags.reshape(-1, k), rows, mode="sum")  # (B*L, F)
+            v = c.view(ids.shape[0], -1, n_filters).amax(dim=1)  # (B, F)
+        values.append(F.relu(v + conv.bias))  # (B, F)
     return model.fc(model.dropout(torch.cat(values, dim=1)))  # (B, C)
+
+
+WINNERS_MIN_WINDOWS = 100  # measured: below ~100 windows the plain backward of all sums is faster
 
 
 def _winning_sums(bags: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -238,9 +246,11 @@ def _winning_sums(bags: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         sums = F.embedding_bag(bags.reshape(-1, bags.shape[2]), rows, mode="sum")  # (B*L, F)
         win = sums.view(bags.shape[0], bags.shape[1], n_filters).argmax(dim=1)  # (B, F)
-    win_bags = bags.gather(1, win.unsqueeze(2).expand(-1, -1, bags.shape[2]))  # (B, F, k)
-    flat = win_bags * n_filters + torch.arange(n_filters).unsqueeze(1)  # (B, F, k) into rows.view(-1)
-    return rows.reshape(-1)[flat].sum(dim=2)  # (B, F)
+    k = bags.shape[2]
+    win_bags = bags.gather(1, win.unsqueeze(2).expand(-1, -1, k))  # (B, F, k): the winners' rows
+    index = win_bags.transpose(1, 2).reshape(-1, n_filters)  # (B*k, F)
+    # gather's backward is a scatter-add: cheap, unlike advanced indexing's accumulate.
+    return rows.gather(0, index).view(bags.shape[0], k, n_filters).sum(dim=1)  # (B, F)
 
 
 def training_forward(model: nn.Module):
