@@ -58,7 +58,7 @@ class TextCNNConfig:
     # --- training ---
     epochs: int = _doc("Maximum passes over the training data.", default=10)
     batch_size: int = _doc("Texts per training step.", default=50)
-    learning_rate: float = _doc("Adam learning rate.", default=2e-3)
+    learning_rate: float = _doc("Adam learning rate.", default=3e-3)
     weight_decay: float = _doc("L2 penalty on dense weights (not on embeddings).", default=0.0)
     patience: int = _doc("Stop after this many epochs without a better dev score.", default=3)
     monitor: str = _doc("Dev metric for early stopping: auto, accuracy, macro_f1, micro_f1 or loss.", default="auto")
