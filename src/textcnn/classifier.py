@@ -296,7 +296,9 @@ class TextCNNClassifier:
 
     def _forward(self, device: torch.device):
         """The prediction path (see :mod:`textcnn.fastpath`): exact tables on CPU, else the model."""
-        predictor = self.__dict__.setdefault("_predictor", Predictor())
+        predictor = self.__dict__.get("_predictor")
+        if predictor is None:  # built once per fitted classifier, not per call (single texts are latency-bound)
+            predictor = self._predictor = Predictor()
         return predictor.engine(self.model_, device, self._log) or self.model_
 
     def decision_function(self, X: Iterable[str]) -> np.ndarray:
