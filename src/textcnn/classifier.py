@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DEFAULT_EMBEDDING_SIZE, TextCNNConfig, check_known_keys
-from .data import check_texts, length_batches, pad_batch, stratified_split
+from .data import check_texts, length_batches, pad_batch, stratified_split, to_python
 from .errors import ConfigError, DataFormatError, NotFittedError
 from .fastpath import Predictor
 from .metrics import best_thresholds, classification_report, multilabel_report
@@ -343,12 +343,12 @@ class TextCNNClassifier:
             order = np.argsort(-row, kind="stable")[:k]
             rec = {"text": text}
             if self.multi_label_:
-                rec["labels"] = [_py(c) for c in pred]
+                rec["labels"] = [to_python(c) for c in pred]
                 rec["probabilities"] = [float(row[list(self.classes_).index(c)]) for c in pred]
             else:
-                rec["label"] = _py(pred)
+                rec["label"] = to_python(pred)
                 rec["probability"] = float(row.max())
-            rec["top_k"] = [{"label": _py(self.classes_[j]), "probability": float(row[j])} for j in order]
+            rec["top_k"] = [{"label": to_python(self.classes_[j]), "probability": float(row[j])} for j in order]
             out.append(rec)
         return out
 
@@ -449,10 +449,6 @@ def _headline(report: dict) -> dict:
     keys = ("accuracy", "macro_f1", "micro_f1")
     return {k: report[k] for k in keys if k in report}
 
-
-def _py(value):
-    """numpy scalars -> Python scalars, for JSON."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

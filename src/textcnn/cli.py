@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import io
 import json
 import sys
 from pathlib import Path
@@ -168,9 +167,14 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def cmd_predict(args) -> int:
+def _check_one_source(args, verb: str) -> None:
+    """TEXT arguments or --input, exactly one of them."""
     if bool(args.texts) == bool(args.input):
-        raise ConfigError("Give texts to classify as arguments, or --input FILE (--input - for standard input), not both.")
+        raise ConfigError(f"Give texts to {verb} as arguments, or --input FILE (--input - for standard input), not both.")
+
+
+def cmd_predict(args) -> int:
+    _check_one_source(args, "classify")
     clf = _load_verbose(args)
     texts = args.texts or _read(args, args.input, labeled=False).texts
     records = clf.predict_records(texts, top_k=args.top_k)
@@ -224,8 +228,7 @@ def cmd_explain(args) -> int:
     from .explain import corpus_top_ngrams
     from .explain_view import render_corpus, render_explanation
 
-    if bool(args.texts) == bool(args.input):
-        raise ConfigError("Give texts to explain as arguments, or --input FILE (--input - for standard input), not both.")
+    _check_one_source(args, "explain")
     if args.top_ngrams is not None and args.top_ngrams < 1:
         raise ConfigError(f"--top-ngrams must be an int >= 1. Got {args.top_ngrams} instead.")
     clf = load(args.model_dir)

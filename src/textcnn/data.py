@@ -222,6 +222,11 @@ def _clean_label(label):
     return label or None
 
 
+def to_python(value):
+    """numpy scalars -> Python scalars (labels in JSON output); anything else unchanged."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def check_texts(texts: Sequence, what: str = "texts") -> list[str]:
     """Validates texts given from Python (lists, pandas Series, arrays)."""
     out = list(texts)

