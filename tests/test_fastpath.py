@@ -35,8 +35,11 @@ def ragged_ids() -> torch.Tensor:
     return ids
 
 
+@pytest.mark.parametrize("kernel", ["fused", "embedding_bag"])
 @pytest.mark.parametrize("changes", [{}, {"batch_norm": True}, {"multichannel": True}, {"window_sizes": (1, 4)}])
-def test_table_engine_matches_the_float32_forward(changes):
+def test_table_engine_matches_the_float32_forward(changes, kernel, monkeypatch):
+    if kernel == "embedding_bag":
+        monkeypatch.setenv("TEXTCNN_NO_NUMBA", "1")
     model = small_model(**changes)
     if model.norms is not None:  # non-trivial running statistics, some negative scales
         for norm in model.norms:
@@ -44,11 +47,31 @@ def test_table_engine_matches_the_float32_forward(changes):
             norm.running_var.uniform_(0.5, 2)
             norm.weight.data.uniform_(-1, 1)
     engine = TableEngine(model)
+    assert engine.takes_lists == (kernel == "fused" and model.norms is None)
     for ids in (ragged_ids(), ragged_ids()[:, :2], ragged_ids()[2:3]):
         with torch.no_grad():
             expected = model(ids)  # (B, C)
         assert torch.allclose(engine(ids), expected, atol=1e-5)
         assert torch.allclose(engine.pool(ids), model.pool(ids), atol=1e-5)
+
+
+def test_fused_kernel_on_lists_matches_the_model_with_threads_and_chunks(monkeypatch):
+    import textcnn.fastpath as fastpath
+
+    model = small_model(window_sizes=(2, 3, 5))
+    gen = torch.Generator().manual_seed(2)
+    lengths = [0, 1, 2, 4, 5, 6, 30, 3, 0, 17, 1]  # empty, shorter than every window, and long
+    ids = [torch.randint(1, 40, (n,), generator=gen).tolist() for n in lengths]
+    engine = TableEngine(model)
+    assert engine.takes_lists
+    with torch.no_grad():
+        expected = torch.cat([model(pad_batch([x], 5)) for x in ids])  # one text at a time, padded
+    assert torch.allclose(engine.logits_lists(ids), expected, atol=1e-5)
+    # Split over threads (by tokens) and over chunks of texts: the same numbers, in the same order.
+    monkeypatch.setattr(fastpath, "PARALLEL_MIN_TOKENS", 1)
+    monkeypatch.setattr(fastpath, "LIST_CHUNK", 4)
+    assert torch.allclose(engine.logits_lists(ids), expected, atol=1e-5)
+    assert engine.logits_lists([]).shape == (0, 3)
 
 
 def test_deduplicated_training_forward_matches_values_and_gradients():
@@ -118,7 +141,12 @@ def test_table_budget_falls_back_and_verbose_names_the_path(fitted, monkeypatch,
     clf = copy.deepcopy(fitted)
     clf.verbose = 2
     expected = clf.predict_proba(probe_texts())
-    assert "prediction path: exact per-word tables" in capsys.readouterr().err
+    assert "prediction path: exact per-word tables (0 MB), fused numba kernel" in capsys.readouterr().err
+    clf = copy.deepcopy(fitted)
+    clf.verbose = 2
+    monkeypatch.setenv("TEXTCNN_NO_NUMBA", "1")
+    assert np.allclose(clf.predict_proba(probe_texts()), expected, atol=1e-5)
+    assert "embedding_bag; TEXTCNN_NO_NUMBA is set" in capsys.readouterr().err
     monkeypatch.setenv("TEXTCNN_TABLE_MAX_MB", "0")
     assert np.allclose(clf.predict_proba(probe_texts()), expected, atol=1e-5)
     assert "prediction path: plain float32 forward (the tables would take" in capsys.readouterr().err

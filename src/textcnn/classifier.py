@@ -283,7 +283,9 @@ class TextCNNClassifier:
             self.model_.eval()
         forward = self._forward(device) if fast else self.model_
         min_len = max(self.config_.window_sizes)
-        if len(ids) == 1:  # one text: no sorting, no scatter
+        if getattr(forward, "takes_lists", False):  # the fused kernel: no sorting, no padding
+            out = forward.logits_lists(ids)
+        elif len(ids) == 1:  # one text: no sorting, no scatter
             out = forward(pad_batch(ids, min_len).to(device)).float().cpu()  # (1, C)
         else:
             out = torch.empty(len(ids), len(self.classes_))

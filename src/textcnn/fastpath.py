@@ -1,11 +1,15 @@
 """Fast CPU paths: an exact table engine for prediction, and the training switches.
 
 Prediction. The first convolution only ever sees rows of the embedding table, so its products
-with every filter offset can be computed once per word. For window size k and offset j < k,
-``table_k[w * k + j] = W_k[:, :, j] @ x_w`` (x_w the word's input vector: its embedding row, plus the
-static row in multichannel mode). The convolution at position t is then the sum of k table rows,
-``sum_j table_k[ids[t + j] * k + j]``: one ``embedding_bag`` call per window size, lookups and adds
-instead of multiply-adds. It is exact in float32 up to summation order.
+with every filter offset can be computed once per word. For window size k and offset j < k, word
+w's table block (k, j) is ``W_k[:, :, j] @ x_w`` (x_w the word's input vector: its embedding row,
+plus the static row in multichannel mode). The convolution at position t is then the sum of k
+table blocks, ``sum_j table[ids[t + j], (k, j)]``: lookups and adds instead of multiply-adds, exact
+in float32 up to summation order. A fused kernel (numba, compiled once and cached on disk) walks
+each text once, adds each word's row into a ring of running window sums, and keeps the maxima, so
+nothing of size (texts, positions, filters) is ever written; texts are not padded, and a batch is
+split over threads by tokens. Without numba (or with ``TEXTCNN_NO_NUMBA=1``), and for batch-norm
+models, one ``embedding_bag`` per window size does the sums on padded batches instead.
 
 Memory rule: the tables hold ``vocab_size * feature_size * sum(window_sizes)`` float32 numbers
 (the seed's 50,000 words, 100 filters, windows 3-6: 343 MB). They are built lazily at the first
@@ -25,9 +29,13 @@ has native bfloat16 (AVX512-BF16 or AMX); elsewhere it is emulated and slower th
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,6 +76,11 @@ def native_bf16() -> bool:
 class TableEngine:
     """Exact inference for a TextCNN in eval mode through per-word tables.
 
+    With numba (a dependency; ``TEXTCNN_NO_NUMBA=1`` turns it off) and no batch norm, one fused
+    kernel reads each word's table row once and keeps the running window sums and maxima in cache,
+    on unpadded id lists, split over threads by tokens. Otherwise one ``embedding_bag`` per window
+    size on padded batches.
+
     Args:
         model: the trained model (CPU, float32). Its weights are read once; ``is_current`` tells
             whether they have changed since.
@@ -78,11 +91,19 @@ class TableEngine:
         self.size = table_bytes(model)
         self._tensors = [*model.parameters(), *model.buffers()]
         self.key = self._key()
+        self.kernel = fused_kernel() if model.norms is None else None
         with torch.no_grad():
             x = model.embedding.weight  # (V, E)
             if model.static_embedding is not None:
                 x = torch.cat([x, model.static_embedding.weight], dim=1)  # (V, 2E)
-            self.tables = [_window_table(x, conv.weight) for conv in model.convs]  # each (V*k, F)
+            if self.kernel is None:
+                self.tables = [_window_table(x, conv.weight) for conv in model.convs]  # each (V*k, F)
+            else:  # one row per word: block (window i, offset j) at columns (kofs[i] + j) * F
+                w = torch.cat([conv.weight.permute(1, 2, 0).reshape(x.shape[1], -1) for conv in model.convs], 1)
+                self.table = (x.float() @ w.float()).contiguous().numpy()  # (V, sum(k) * F)
+                self.bias = torch.cat([conv.bias for conv in model.convs]).float().numpy().copy()  # (F*n,)
+                self.ks = np.asarray(model.window_sizes, dtype=np.int64)
+                self.kofs = np.concatenate([[0], np.cumsum(self.ks)[:-1]]).astype(np.int64)
 
     def _key(self) -> tuple:
         # In-place changes (optimizer steps, load_state_dict) bump _version; .to() swaps the storage.
@@ -93,10 +114,50 @@ class TableEngine:
         assigned anew, rather than changed in place, is not noticed: rebuild the classifier's model)."""
         return self.key == self._key()
 
+    @property
+    def takes_lists(self) -> bool:
+        """Whether ``logits_lists`` runs the fused kernel on unpadded id lists."""
+        return self.kernel is not None
+
+    def logits_lists(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Logits (N, C) of unpadded id lists, in order (fused kernel only), ``LIST_CHUNK`` texts at a time."""
+        if len(ids) > LIST_CHUNK:
+            return torch.cat([self.logits_lists(ids[i : i + LIST_CHUNK]) for i in range(0, len(ids), LIST_CHUNK)])
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))  # (N,)
+        starts = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(starts[-1]))
+        with torch.no_grad():
+            return self.model.fc(torch.from_numpy(self._pool_flat(flat, starts)))  # (N, C)
+
+    def _pool_flat(self, flat: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """Pooled features (N, F*n) of texts ``flat[starts[b]:starts[b + 1]]``, split over threads by tokens."""
+        n = starts.size - 1
+        out = np.empty((n, self.bias.size), dtype=np.float32)
+        args = (flat, starts, self.table, self.ks, self.kofs, self.bias, out)
+        threads = min(torch.get_num_threads(), n, int(starts[-1]) // PARALLEL_MIN_TOKENS)
+        if threads <= 1:
+            self.kernel(flat, starts, 0, n, *args[2:])
+            return out
+        cuts = [0, *np.searchsorted(starts, np.linspace(0, starts[-1], threads + 1)[1:-1]).tolist(), n]
+        pool = _thread_pool()
+        futures = [pool.submit(self.kernel, flat, starts, lo, hi, *args[2:])
+                   for lo, hi in zip(cuts[1:-1], cuts[2:]) if hi > lo]
+        self.kernel(flat, starts, 0, cuts[1], *args[2:])  # the first share on this thread (nogil)
+        for future in futures:
+            future.result()
+        return out
+
     @torch.no_grad()
     def pool(self, ids: torch.Tensor) -> torch.Tensor:
         """The same as ``model.pool(ids)`` in eval mode: (B, T) ids -> (B, F * n) features."""
         m = self.model
+        if self.kernel is not None:
+            lengths = (ids != 0).sum(dim=1).numpy()  # padding is id 0 and only at the end
+            starts = np.zeros(ids.shape[0] + 1, dtype=np.int64)
+            np.cumsum(lengths, out=starts[1:])
+            flat = ids[ids != 0].to(torch.int32).numpy()
+            return torch.from_numpy(self._pool_flat(flat, starts))
         short = max(m.window_sizes) - ids.shape[1]
         if short > 0:
             ids = F.pad(ids, (0, short), value=0)  # (B, max_k)
@@ -120,6 +181,24 @@ class TableEngine:
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.fc(self.pool(ids))  # (B, C)
+
+
+LIST_CHUNK = 8192  # texts per kernel call: bounds the pooled features' memory (8192 x F*n floats)
+PARALLEL_MIN_TOKENS = 2048  # below this many tokens per thread, one thread beats the hand-off
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        with _POOL_LOCK:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
+                                           thread_name_prefix="textcnn-kernel")
+    return _POOL
+
+
+_POOL_LOCK = threading.Lock()
 
 
 SMALL_BAGS = 4096  # below this many lookups one serial gather beats embedding_bag's thread start-up
@@ -172,7 +251,12 @@ class Predictor:
         if size > budget:
             return (f"plain float32 forward (the tables would take {size / 2**20:.0f} MB, over "
                     f"TEXTCNN_TABLE_MAX_MB={budget / 2**20:.0f})")
-        return f"exact per-word tables ({size / 2**20:.0f} MB, embedding_bag)"
+        if model.norms is not None:
+            return f"exact per-word tables ({size / 2**20:.0f} MB, embedding_bag; batch norm: no fused kernel)"
+        if fused_kernel() is None:
+            return f"exact per-word tables ({size / 2**20:.0f} MB, embedding_bag; {no_kernel_reason()})"
+        return (f"exact per-word tables ({size / 2**20:.0f} MB), fused numba kernel on unpadded texts, "
+                f"up to {torch.get_num_threads()} threads")
 
     def engine(self, model: TextCNN, device: torch.device, log=None) -> TableEngine | None:
         """The table engine for ``model`` (built or rebuilt when its weights changed), or None."""
@@ -192,6 +276,93 @@ class Predictor:
             if engine is None or engine.model is not model or not engine.is_current():
                 engine = self._engine = TableEngine(model)
             return engine
+
+
+# --- the fused kernel (numba) -------------------------------------------------------------------
+
+# Reassociation and FMA contraction only: no 'ninf'/'nnan', since -inf is a real value here.
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+def _pool_kernel_source(ids, starts, lo, hi, table, ks, kofs, bias, out):  # pragma: no cover (runs compiled)
+    """Pooled features of texts ``lo..hi``: ``out[b] = relu(max_t conv(b)[t] + bias)`` per window size.
+
+    ``ids[starts[b]:starts[b + 1]]`` are text b's ids (no padding); ``table[w]`` holds word w's
+    products with every (window, offset) block: ``table[w, (kofs[i] + j) * F + f]``. Each word's row
+    is read once, in order: the word at position t adds its offset-j block to the running sum of the
+    window starting at t - j (a ring of k sums per window size), and a window that is complete
+    (j == k - 1) updates the max. A text shorter than k has one window, the sum of all its words
+    (the model pads with zero rows); an empty text has zeros.
+    """
+    n_sizes = ks.size
+    n_filters = bias.size // n_sizes
+    n_blocks = kofs[n_sizes - 1] + ks[n_sizes - 1]
+    acc = np.zeros((n_blocks, n_filters), np.float32)  # ring of running window sums
+    best = np.empty((n_sizes, n_filters), np.float32)
+    for b in range(lo, hi):
+        s0 = starts[b]
+        n = starts[b + 1] - s0
+        for i in range(n_sizes):
+            for f in range(n_filters):
+                best[i, f] = -np.inf
+        for t in range(n):
+            row = table[ids[s0 + t]]
+            for i in range(n_sizes):
+                k = ks[i]
+                o = kofs[i]
+                for j in range(min(k, t + 1)):
+                    a = acc[o + (t - j) % k]
+                    col = (o + j) * n_filters
+                    if j == 0:
+                        for f in range(n_filters):
+                            a[f] = row[col + f]
+                    else:
+                        for f in range(n_filters):
+                            a[f] += row[col + f]
+                    if j == k - 1:
+                        m = best[i]
+                        for f in range(n_filters):
+                            m[f] = max(m[f], a[f])
+        for i in range(n_sizes):
+            if n < ks[i]:  # the one window of a short text (slot 0 holds the sum of its n words)
+                for f in range(n_filters):
+                    best[i, f] = acc[kofs[i], f] if n > 0 else 0.0
+            for f in range(n_filters):
+                out[b, i * n_filters + f] = max(best[i, f] + bias[i * n_filters + f], 0.0)
+
+
+_KERNEL = None
+_KERNEL_ERROR: str | None = None
+
+
+def fused_kernel():
+    """The compiled kernel, or None when numba is missing or fails, or ``TEXTCNN_NO_NUMBA`` is set.
+
+    Compiled on first use (a few seconds) and cached on disk by numba, so later processes only load
+    it (about half a second, with numba's import).
+    """
+    global _KERNEL, _KERNEL_ERROR
+    if os.environ.get("TEXTCNN_NO_NUMBA"):
+        return None
+    if _KERNEL is None and _KERNEL_ERROR is None:
+        try:
+            import numba
+
+            kernel = numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)(_pool_kernel_source)
+            one = np.ones(1, dtype=np.float32)  # compiles (or loads) now, so a failure falls back here
+            kernel(np.zeros(1, np.int32), np.array([0, 1]), 0, 1, np.zeros((1, 1), np.float32),
+                   np.array([1]), np.array([0]), one, np.empty((1, 1), np.float32))
+            _KERNEL = kernel
+        except Exception as e:  # ImportError, or a numba that cannot build for this platform
+            _KERNEL_ERROR = f"numba unavailable: {e}"
+    return _KERNEL
+
+
+def no_kernel_reason() -> str:
+    """Why ``fused_kernel()`` is None (for ``--verbose``)."""
+    if os.environ.get("TEXTCNN_NO_NUMBA"):
+        return "TEXTCNN_NO_NUMBA is set"
+    return _KERNEL_ERROR or "numba unavailable"
 
 
 def deduplicated_forward(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
