@@ -49,3 +49,20 @@ def test_jieba_segments_chinese_words_with_spans():
 def test_unknown_tokenizer_is_named():
     with pytest.raises(ConfigError, match="The 'tokenizer' parameter must be one of 'auto', 'char', 'jieba', 'word'. Got 'bpe'"):
         make_tokenizer("bpe")
+
+
+def test_the_ascii_fast_rule_matches_the_general_rule_on_every_ascii_character():
+    import random
+
+    from textcnn.tokenizers import _WORD, _WORD_ASCII_LOWER
+
+    rng = random.Random(0)
+    alphabet = [chr(i) for i in range(128)]
+    texts = ["don't stop", "well-known a--b x' 'y _under_ it's", "A\x1cB\x1fc\x0bd\te", "x-" * 50]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(3000)]
+    texts += ["".join(rng.choice("ab-'_ .\x1c0") for _ in range(rng.randint(0, 30))) for _ in range(3000)]
+    for text in texts:
+        lower = text.lower()
+        assert _WORD_ASCII_LOWER.findall(lower) == _WORD.findall(lower), repr(text)
+    tok = make_tokenizer("word")
+    assert tok.tokenize("Don't STOP-me now!") == ["don't", "stop-me", "now", "!"]

@@ -15,6 +15,8 @@ from .errors import ConfigError, missing_dependency
 # Scripts written without spaces between words: CJK ideographs, kana, and their punctuation.
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
 _WORD = re.compile(r"\w+(?:['\u2019-]\w+)*|[^\w\s]")
+# The same rule for lower-cased ASCII text, with explicit classes (a third faster than \w there).
+_WORD_ASCII_LOWER = re.compile(r"[a-z0-9_]+(?:['-][a-z0-9_]+)*|[^a-z0-9_\s]")
 _CHAR = re.compile(r"\S")
 
 
@@ -31,17 +33,20 @@ class Tokenizer(Protocol):
 class RegexTokenizer:
     """Splits by a compiled regular expression; the matching runs in C."""
 
-    def __init__(self, name: str, pattern: re.Pattern, lowercase: bool) -> None:
+    def __init__(self, name: str, pattern: re.Pattern, lowercase: bool,
+                 ascii_lower: re.Pattern | None = None) -> None:
         self.name = name
         self.lowercase = lowercase
         self._findall = pattern.findall
         self._finditer = pattern.finditer
+        # Matches exactly what ``pattern`` matches in lower-cased ASCII text, faster.
+        self._findall_ascii = (ascii_lower or pattern).findall
 
     def tokenize(self, text: str) -> list[str]:
         if not self.lowercase:
             return self._findall(text)
         if text.isascii():  # ASCII lower-casing changes no token boundary: one C call for the text
-            return self._findall(text.lower())
+            return self._findall_ascii(text.lower())
         # Lower-casing after matching keeps tokens and offsets right (str.lower can change lengths).
         return [t.lower() for t in self._findall(text)]
 
@@ -100,7 +105,7 @@ class JiebaTokenizer:
 
 
 _REGISTRY: dict[str, Callable[..., Tokenizer]] = {
-    "word": lambda lowercase=True: RegexTokenizer("word", _WORD, lowercase),
+    "word": lambda lowercase=True: RegexTokenizer("word", _WORD, lowercase, _WORD_ASCII_LOWER),
     "char": lambda lowercase=True: RegexTokenizer("char", _CHAR, lowercase),
     "jieba": lambda lowercase=True: JiebaTokenizer(lowercase),
 }
