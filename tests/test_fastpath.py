@@ -47,12 +47,15 @@ def test_table_engine_matches_the_float32_forward(changes, kernel, monkeypatch):
             norm.running_var.uniform_(0.5, 2)
             norm.weight.data.uniform_(-1, 1)
     engine = TableEngine(model)
-    assert engine.takes_lists == (kernel == "fused" and model.norms is None)
+    assert engine.fused_for(1) == (kernel == "fused" and model.norms is None)
     for ids in (ragged_ids(), ragged_ids()[:, :2], ragged_ids()[2:3]):
         with torch.no_grad():
             expected = model(ids)  # (B, C)
         assert torch.allclose(engine(ids), expected, atol=1e-5)
         assert torch.allclose(engine.pool(ids), model.pool(ids), atol=1e-5)
+        if engine.fused_for(1):
+            lists = [row[row != 0].tolist() for row in ids]
+            assert torch.allclose(engine.logits_lists(lists), expected, atol=1e-5)
 
 
 def test_fused_kernel_on_lists_matches_the_model_with_threads_and_chunks(monkeypatch):
@@ -63,7 +66,7 @@ def test_fused_kernel_on_lists_matches_the_model_with_threads_and_chunks(monkeyp
     lengths = [0, 1, 2, 4, 5, 6, 30, 3, 0, 17, 1]  # empty, shorter than every window, and long
     ids = [torch.randint(1, 40, (n,), generator=gen).tolist() for n in lengths]
     engine = TableEngine(model)
-    assert engine.takes_lists
+    assert engine.fused_for(1)
     with torch.no_grad():
         expected = torch.cat([model(pad_batch([x], 5)) for x in ids])  # one text at a time, padded
     assert torch.allclose(engine.logits_lists(ids), expected, atol=1e-5)
@@ -125,6 +128,9 @@ def test_classifier_fast_path_agrees_with_the_plain_forward(fitted):
     assert list(fitted.predict(probe_texts())) == list(fitted.classes_[plain.argmax(1).numpy()])
     # One text alone gives the same answer as inside a batch.
     assert np.allclose(fitted.predict_proba(probe_texts()[2:3]), proba[2:3], atol=1e-6)
+    # Many texts (embedding_bag on length-sorted batches) give the same as few (the fused kernel).
+    many = probe_texts() * 7
+    assert np.allclose(fitted.predict_proba(many), np.tile(proba, (7, 1)), atol=1e-6)
 
 
 def test_tables_follow_weight_changes(fitted):
@@ -141,7 +147,7 @@ def test_table_budget_falls_back_and_verbose_names_the_path(fitted, monkeypatch,
     clf = copy.deepcopy(fitted)
     clf.verbose = 2
     expected = clf.predict_proba(probe_texts())
-    assert "prediction path: exact per-word tables (0 MB), fused numba kernel" in capsys.readouterr().err
+    assert "prediction path: exact per-word tables (0 MB): embedding_bag on length-sorted batches, a fused numba kernel" in capsys.readouterr().err
     clf = copy.deepcopy(fitted)
     clf.verbose = 2
     monkeypatch.setenv("TEXTCNN_NO_NUMBA", "1")
@@ -188,6 +194,18 @@ def test_tokenize_head_equals_the_cut_full_tokenization(name):
     for text in texts:
         for limit in (1, 2, 7, 35, 400):
             assert tokenizer.tokenize_head(text, limit) == tokenizer.tokenize(text)[:limit]
+
+
+def test_length_batches_keep_every_text_once_and_bound_the_padded_size():
+    from textcnn.data import length_batches
+
+    lengths = [400, 3, 35, 0, 120, 400, 7, 399, 35, 1000]
+    batches = length_batches(lengths, 4, max_tokens=800)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 4
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 800
+    assert [len(b) for b in length_batches(lengths, 4)] == [4, 4, 2]
 
 
 def test_pad_batch_vectorised():

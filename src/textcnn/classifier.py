@@ -27,6 +27,7 @@ from .training import TrainSettings, fit_model
 from .vocab import Vocab
 
 PREDICT_BATCH = 512
+PREDICT_TOKENS = 32_768  # padded tokens per prediction batch (measured: ~80 texts of 400 tokens beat 512, 3x)
 _DEFAULTS = TextCNNConfig()
 
 
@@ -283,13 +284,13 @@ class TextCNNClassifier:
             self.model_.eval()
         forward = self._forward(device) if fast else self.model_
         min_len = max(self.config_.window_sizes)
-        if getattr(forward, "takes_lists", False):  # the fused kernel: no sorting, no padding
+        if getattr(forward, "fused_for", lambda n: False)(len(ids)):  # few texts: the fused kernel, unpadded
             out = forward.logits_lists(ids)
         elif len(ids) == 1:  # one text: no sorting, no scatter
             out = forward(pad_batch(ids, min_len).to(device)).float().cpu()  # (1, C)
         else:
             out = torch.empty(len(ids), len(self.classes_))
-            for batch in length_batches([len(x) for x in ids], PREDICT_BATCH):
+            for batch in length_batches([len(x) for x in ids], PREDICT_BATCH, PREDICT_TOKENS):
                 x = pad_batch([ids[i] for i in batch], min_len).to(device)  # (B, T)
                 out[torch.from_numpy(batch)] = forward(x).float().cpu()
         if was_training:

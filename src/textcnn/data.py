@@ -264,10 +264,24 @@ def pad_batch(seqs: Sequence[Sequence[int]], min_len: int = 1) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
-    """Indices grouped by similar length (for prediction: little padding, order restored by caller)."""
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Indices grouped by similar length (for prediction: little padding, order restored by caller).
+
+    With ``max_tokens``, a batch also stops before its padded size (texts x longest) passes it, so
+    batches of long texts are smaller (their intermediate sums stay in cache); at least one text each.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
+    if max_tokens is None:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, start = [], 0
+    while start < len(order):
+        window = lengths[order[start : start + batch_size]]  # ascending
+        padded = window * np.arange(1, len(window) + 1)  # padded size of the first m texts: nondecreasing in m
+        size = max(1, int(np.searchsorted(padded, max_tokens, side="right")))
+        batches.append(order[start : start + size])
+        start += size
+    return batches
 
 
 def training_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:

@@ -5,11 +5,15 @@ with every filter offset can be computed once per word. For window size k and of
 w's table block (k, j) is ``W_k[:, :, j] @ x_w`` (x_w the word's input vector: its embedding row,
 plus the static row in multichannel mode). The convolution at position t is then the sum of k
 table blocks, ``sum_j table[ids[t + j], (k, j)]``: lookups and adds instead of multiply-adds, exact
-in float32 up to summation order. A fused kernel (numba, compiled once and cached on disk) walks
-each text once, adds each word's row into a ring of running window sums, and keeps the maxima, so
-nothing of size (texts, positions, filters) is ever written; texts are not padded, and a batch is
-split over threads by tokens. Without numba (or with ``TEXTCNN_NO_NUMBA=1``), and for batch-norm
-models, one ``embedding_bag`` per window size does the sums on padded batches instead.
+in float32 up to summation order. One table serves two engines:
+
+- many texts (a file, a batch): one ``embedding_bag`` per window size (PyTorch's FBGEMM kernel,
+  which prefetches the rows it gathers) over length-sorted batches capped at 32,768 padded tokens,
+  so the (texts, positions, filters) sums of long documents stay in cache;
+- a few texts (up to ``FUSED_MAX_TEXTS``: single requests, latency): a fused kernel (numba,
+  compiled once and cached on disk) that walks each unpadded text once, adds each word's row into a
+  ring of running window sums and keeps the maxima, with no per-call PyTorch overhead. Without numba
+  (or with ``TEXTCNN_NO_NUMBA=1``), and for batch-norm models, embedding_bag serves these too.
 
 Memory rule: the tables hold ``vocab_size * feature_size * sum(window_sizes)`` float32 numbers
 (the seed's 50,000 words, 100 filters, windows 3-6: 343 MB). They are built lazily at the first
@@ -76,10 +80,8 @@ def native_bf16() -> bool:
 class TableEngine:
     """Exact inference for a TextCNN in eval mode through per-word tables.
 
-    With numba (a dependency; ``TEXTCNN_NO_NUMBA=1`` turns it off) and no batch norm, one fused
-    kernel reads each word's table row once and keeps the running window sums and maxima in cache,
-    on unpadded id lists, split over threads by tokens. Otherwise one ``embedding_bag`` per window
-    size on padded batches.
+    ``engine(ids)`` takes padded batches (embedding_bag); ``engine.logits_lists(ids)`` takes unpadded
+    id lists (the fused numba kernel, split over threads by tokens; ``fused_for(n)`` says when).
 
     Args:
         model: the trained model (CPU, float32). Its weights are read once; ``is_current`` tells
@@ -92,18 +94,21 @@ class TableEngine:
         self._tensors = [*model.parameters(), *model.buffers()]
         self.key = self._key()
         self.kernel = fused_kernel() if model.norms is None else None
+        self.ks = np.asarray(model.window_sizes, dtype=np.int64)
+        self.kofs = np.concatenate([[0], np.cumsum(self.ks)[:-1]]).astype(np.int64)  # first block of each size
+        blocks, n_filters = int(self.ks.sum()), model.convs[0].out_channels
         with torch.no_grad():
             x = model.embedding.weight  # (V, E)
             if model.static_embedding is not None:
                 x = torch.cat([x, model.static_embedding.weight], dim=1)  # (V, 2E)
-            if self.kernel is None:
-                self.tables = [_window_table(x, conv.weight) for conv in model.convs]  # each (V*k, F)
-            else:  # one row per word: block (window i, offset j) at columns (kofs[i] + j) * F
-                w = torch.cat([conv.weight.permute(1, 2, 0).reshape(x.shape[1], -1) for conv in model.convs], 1)
-                self.table = (x.float() @ w.float()).contiguous().numpy()  # (V, sum(k) * F)
-                self.bias = torch.cat([conv.bias for conv in model.convs]).float().numpy().copy()  # (F*n,)
-                self.ks = np.asarray(model.window_sizes, dtype=np.int64)
-                self.kofs = np.concatenate([[0], np.cumsum(self.ks)[:-1]]).astype(np.int64)
+            # Column block kofs[i] + j holds W_i[:, :, j]: word w's products with every (size, offset).
+            w = torch.cat([conv.weight.permute(1, 2, 0).reshape(x.shape[1], -1) for conv in model.convs], 1)
+            rows = torch.empty(x.shape[0] * blocks + 1, n_filters)  # (V*S + 1, F)
+            torch.mm(x, w, out=rows[:-1].view(x.shape[0], blocks * n_filters))
+            rows[-1] = float("-inf")  # a bag that starts here sums to -inf: windows past a text never win
+            self.rows = rows  # row w*S + kofs[i] + j, for embedding_bag
+            self.table = rows[:-1].numpy().reshape(x.shape[0], blocks * n_filters)  # (V, S*F) view, for the kernel
+            self.bias = torch.cat([conv.bias for conv in model.convs]).numpy().copy()  # (F*n,)
 
     def _key(self) -> tuple:
         # In-place changes (optimizer steps, load_state_dict) bump _version; .to() swaps the storage.
@@ -114,10 +119,11 @@ class TableEngine:
         assigned anew, rather than changed in place, is not noticed: rebuild the classifier's model)."""
         return self.key == self._key()
 
-    @property
-    def takes_lists(self) -> bool:
-        """Whether ``logits_lists`` runs the fused kernel on unpadded id lists."""
-        return self.kernel is not None
+    def fused_for(self, n_texts: int) -> bool:
+        """Whether ``logits_lists`` should serve a call of ``n_texts`` texts: the fused kernel has no
+        per-call overhead (single texts: latency), embedding_bag on length-sorted batches has the
+        better throughput (FBGEMM's prefetching gather) for many."""
+        return self.kernel is not None and n_texts <= FUSED_MAX_TEXTS
 
     def logits_lists(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
         """Logits (N, C) of unpadded id lists, in order (fused kernel only), ``LIST_CHUNK`` texts at a time."""
@@ -152,25 +158,20 @@ class TableEngine:
     def pool(self, ids: torch.Tensor) -> torch.Tensor:
         """The same as ``model.pool(ids)`` in eval mode: (B, T) ids -> (B, F * n) features."""
         m = self.model
-        if self.kernel is not None:
-            lengths = (ids != 0).sum(dim=1).numpy()  # padding is id 0 and only at the end
-            starts = np.zeros(ids.shape[0] + 1, dtype=np.int64)
-            np.cumsum(lengths, out=starts[1:])
-            flat = ids[ids != 0].to(torch.int32).numpy()
-            return torch.from_numpy(self._pool_flat(flat, starts))
         short = max(m.window_sizes) - ids.shape[1]
         if short > 0:
             ids = F.pad(ids, (0, short), value=0)  # (B, max_k)
         lengths = (ids != 0).sum(dim=1)  # (B,)
+        blocks, sentinel = int(self.ks.sum()), self.rows.shape[0] - 1
         values = []
-        for i, (table, k) in enumerate(zip(self.tables, m.window_sizes)):
+        for i, (k, first) in enumerate(zip(m.window_sizes, self.kofs.tolist())):
             n_windows = ids.shape[1] - k + 1
-            bags = ids.unfold(1, k, 1) * k + torch.arange(k)  # (B, L, k): row of word t+j at offset j
+            # (B, L, k): the row of word t+j at offset j of size i
+            bags = ids.unfold(1, k, 1) * blocks + (first + torch.arange(k))
             invalid = _invalid_windows(lengths, k, n_windows)  # (B, L)
             if m.norms is None:
-                # A window past the text starts at the table's last row, all -inf: its sum is -inf.
-                bags[:, :, 0].masked_fill_(invalid, table.shape[0] - 1)
-            c = _bag_sum(bags, table)  # (B, L, F)
+                bags[:, :, 0].masked_fill_(invalid, sentinel)  # its sum is -inf
+            c = _bag_sum(bags, self.rows)  # (B, L, F)
             if m.norms is not None:
                 c = F.relu(m.norms[i](c.transpose(1, 2) + m.convs[i].bias.unsqueeze(1)).transpose(1, 2))
                 c = c.masked_fill(invalid.unsqueeze(2), float("-inf"))  # (B, L, F)
@@ -183,6 +184,7 @@ class TableEngine:
         return self.model.fc(self.pool(ids))  # (B, C)
 
 
+FUSED_MAX_TEXTS = 16  # measured crossover: above this, embedding_bag batches are faster
 LIST_CHUNK = 8192  # texts per kernel call: bounds the pooled features' memory (8192 x F*n floats)
 PARALLEL_MIN_TOKENS = 2048  # below this many tokens per thread, one thread beats the hand-off
 _POOL: ThreadPoolExecutor | None = None
@@ -213,20 +215,6 @@ def _bag_sum(bags: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return out.view(bags.shape[0], bags.shape[1], -1)  # (B, L, F)
 
 
-def _window_table(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Input rows (V, C_in), conv weight (F, C_in, k) -> (V*k + 1, F): row w*k+j = W[:, :, j] @ x_w.
-
-    The extra last row is -inf: a bag that starts there sums to -inf, so windows past the end of a
-    text can never win the max, without a mask pass over the (B, L, F) output.
-    """
-    n_filters, c_in, k = weight.shape
-    w = weight.permute(1, 2, 0).reshape(c_in, k * n_filters)  # (C_in, k*F), column j*F+f
-    table = torch.empty(x.shape[0] * k + 1, n_filters)  # (V*k + 1, F)
-    torch.mm(x, w, out=table[:-1].view(x.shape[0], k * n_filters))
-    table[-1] = float("-inf")
-    return table
-
-
 class Predictor:
     """Chooses and caches the inference path of a model; thread-safe, built lazily.
 
@@ -255,8 +243,8 @@ class Predictor:
             return f"exact per-word tables ({size / 2**20:.0f} MB, embedding_bag; batch norm: no fused kernel)"
         if fused_kernel() is None:
             return f"exact per-word tables ({size / 2**20:.0f} MB, embedding_bag; {no_kernel_reason()})"
-        return (f"exact per-word tables ({size / 2**20:.0f} MB), fused numba kernel on unpadded texts, "
-                f"up to {torch.get_num_threads()} threads")
+        return (f"exact per-word tables ({size / 2**20:.0f} MB): embedding_bag on length-sorted batches, "
+                f"a fused numba kernel for calls of up to {FUSED_MAX_TEXTS} texts")
 
     def engine(self, model: TextCNN, device: torch.device, log=None) -> TableEngine | None:
         """The table engine for ``model`` (built or rebuilt when its weights changed), or None."""

@@ -166,6 +166,7 @@ def build_app(clf_or_dir, settings: ServerSettings) -> FastAPI:
 
         clf = load(clf_or_dir) if isinstance(clf_or_dir, (str, Path)) else clf_or_dir
         app.state.clf = clf
+        clf.predict_records(["warm-up"])  # builds the prediction tables and loads the kernel before the first request
         app.state.batcher = MicroBatcher(clf, settings.batch_wait_ms, settings.max_batch) if settings.batching else None
         if app.state.batcher:
             app.state.batcher.start()
