@@ -68,7 +68,7 @@ class TextCNNClassifier:
         epochs: int = _DEFAULTS.epochs,
         batch_size: int = _DEFAULTS.batch_size,
         learning_rate: float = _DEFAULTS.learning_rate,
-        embedding_lr_scale: float | None = _DEFAULTS.embedding_lr_scale,
+        embedding_lr_scale: float = _DEFAULTS.embedding_lr_scale,
         weight_decay: float = _DEFAULTS.weight_decay,
         patience: int = _DEFAULTS.patience,
         monitor: str = _DEFAULTS.monitor,
@@ -194,17 +194,13 @@ class TextCNNClassifier:
             raise ConfigError(f"num_class={cfg.num_class} but the training labels hold {len(classes)} classes "
                               f"({', '.join(map(str, classes[:10]))}). Leave num_class unset to infer it.")
         self.classes_ = np.array(classes, dtype=object)
-        vectors, size, emb_lr = None, cfg.embedding_size or DEFAULT_EMBEDDING_SIZE, 1.0
+        vectors, size = None, cfg.embedding_size or DEFAULT_EMBEDDING_SIZE
         if cfg.embeddings is not None:
-            from .embeddings import check_dimension, load_vectors, lr_scale
+            from .embeddings import check_dimension, load_vectors
 
             vectors = load_vectors(cfg.embeddings, self.vocab_.itos)
             size = check_dimension(vectors.dim, cfg.embedding_size, vectors.source)
-            emb_lr = round(lr_scale(vectors), 3)
-        if cfg.embedding_lr_scale is not None:
-            emb_lr = cfg.embedding_lr_scale
-        self.config_ = cfg.replace(num_class=len(classes), tokenizer=name, embedding_size=size,
-                                   embedding_lr_scale=emb_lr)
+        self.config_ = cfg.replace(num_class=len(classes), tokenizer=name, embedding_size=size)
         self.thresholds_ = np.full(len(classes), 0.5) if multi else None
         self.model_ = build_model(self.config_, len(self.vocab_))
         self._log(f"{len(texts)} training texts, {len(classes)} classes, vocabulary {len(self.vocab_)} tokens, "

@@ -67,11 +67,9 @@ class TextCNNConfig:
     epochs: int = _doc("Maximum passes over the training data.", default=10)
     batch_size: int = _doc("Texts per training step.", default=50)
     learning_rate: float = _doc("Adam learning rate.", default=3e-3)
-    embedding_lr_scale: float | None = _doc(
-        "Learning rate of the embedding table relative to learning_rate. None: 1 for random init; with "
-        "pretrained vectors, their standard deviation over that of U(-0.25, 0.25) (GloVe 6B 50d: 4.8), so "
-        "Adam moves them by the same share of their size as random vectors.",
-        default=None,
+    embedding_lr_scale: float = _doc(
+        "Learning rate of the embedding table relative to learning_rate (SparseAdam there, Adam elsewhere).",
+        default=1.0,
     )
     weight_decay: float = _doc("L2 penalty on dense weights (not on embeddings).", default=0.0)
     patience: int = _doc("Stop after this many epochs without a better dev score.", default=3)
@@ -156,8 +154,8 @@ def _validate(c: TextCNNConfig) -> None:
         raise _bad("dev_fraction", "a float in (0, 1)", c.dev_fraction)
     if not _is_number(c.learning_rate) or c.learning_rate <= 0:
         raise _bad("learning_rate", "a float > 0", c.learning_rate)
-    if c.embedding_lr_scale is not None and (not _is_number(c.embedding_lr_scale) or c.embedding_lr_scale <= 0):
-        raise _bad("embedding_lr_scale", "None or a float > 0", c.embedding_lr_scale)
+    if not _is_number(c.embedding_lr_scale) or c.embedding_lr_scale <= 0:
+        raise _bad("embedding_lr_scale", "a float > 0", c.embedding_lr_scale)
     if c.vector_vocab is not None and (not _is_int(c.vector_vocab) or c.vector_vocab < 0):
         raise _bad("vector_vocab", "None or an int >= 0", c.vector_vocab)
     if not _is_number(c.weight_decay) or c.weight_decay < 0:

@@ -351,20 +351,6 @@ def coverage(vectors: Vectors, counts: dict[str, int] | None, stoi: dict[str, in
     return type_share, hit / total if total else 0.0
 
 
-RANDOM_INIT_STD = 0.25 / math.sqrt(3)  # the model's U(-0.25, 0.25) init (Kim 2014)
-
-
-def lr_scale(vectors: Vectors) -> float:
-    """The embedding learning-rate factor for these vectors: their std over the random init's std.
-
-    Adam steps each coordinate by about the learning rate whatever its size, so vectors k times
-    larger than the random ones need a k times larger rate to change by the same share.
-    """
-    found = vectors.matrix[vectors.found]  # (n_found, D)
-    std = float(found.std()) if found.size else 0.0
-    return std / RANDOM_INIT_STD if std > 0 else 1.0
-
-
 def fill_matrix(vectors: Vectors, seed: int) -> np.ndarray:
     """The full (V, D) table: pretrained rows, U[-a, a] elsewhere (variance matched), zero padding row."""
     found = vectors.matrix[vectors.found]  # (n_found, D)
