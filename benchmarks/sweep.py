@@ -113,6 +113,41 @@ CONFIGS.update({
 })
 
 
+# Fifth round (CPU): word dropout, a sweep-only switch (no config field): during training each token is
+# replaced by <unk> with probability p.
+CONFIGS.update({
+    "n.base": {},
+    "n.wd0.1": {"word_dropout": 0.1},
+    "n.wd0.2": {"word_dropout": 0.2},
+    "n.g": {"embeddings": G},
+    "n.g.wd0.1": {"embeddings": G, "word_dropout": 0.1},
+    "n.g.wd0.2": {"embeddings": G, "word_dropout": 0.2},
+})
+
+
+def patch_word_dropout(p: float) -> None:
+    """Makes textcnn's training forward replace each real token by <unk> with probability ``p`` (0: restore)."""
+    import torch
+
+    import textcnn.training as training
+    from textcnn.fastpath import training_forward
+
+    if not p:
+        training.training_forward = training_forward
+        return
+
+    def forward_with_word_dropout(model):
+        forward = training_forward(model)
+
+        def run(ids):
+            drop = (torch.rand(ids.shape, device=ids.device) < p) & (ids > 1)  # (B, T): not padding, not <unk>
+            return forward(ids.masked_fill(drop, 1))
+
+        return run
+
+    training.training_forward = forward_with_word_dropout
+
+
 def register_ptb() -> None:
     from textcnn.tokenizers import RegexTokenizer, register_tokenizer
 
@@ -142,7 +177,8 @@ def run_job(job: dict) -> dict:
     torch.set_num_threads(1)
     register_ptb()
     params = {k: (job["vectors"] if v == G else v) for k, v in CONFIGS[job["config"]].items()}
-    out = {"config": job["config"], "dataset": job["dataset"], "seed": job["seed"], "params": params}
+    out = {"config": job["config"], "dataset": job["dataset"], "seed": job["seed"], "params": dict(params)}
+    patch_word_dropout(params.pop("word_dropout", 0.0))  # workers run many jobs: always set or restore
     try:
         train = _split(job["data_dir"], job["dataset"], "train", job["limit"])
         dev = _split(job["data_dir"], job["dataset"], "dev", job["limit"])
