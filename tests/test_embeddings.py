@@ -289,7 +289,7 @@ def test_vector_words_of_binary_and_matrix_files(tmp_path):
 
 def test_vector_words_of_a_registered_set(tmp_path):
     register_embeddings("no-words-2d", lambda tokens: None)
-    with pytest.raises(ConfigError, match="'no-words-2d' cannot list their words; leave vector_vocab at 0"):
+    with pytest.raises(ConfigError, match=r"'no-words-2d' cannot list their words\. Pass vector_vocab=0 \(--vector-vocab 0\)"):
         vector_words("no-words-2d", 10)
     register_embeddings("listed-2d", lambda tokens: None, words=lambda: ["x", "y", "z"])
     assert vector_words("listed-2d", 2) == ["x", "y"]

@@ -54,14 +54,14 @@ class TextCNNConfig:
     vector_vocab: int | None = _doc(
         "Also add the first N words of the pretrained vectors (most frequent first in GloVe, word2vec and "
         "fastText files) to the vocabulary, so words never seen in training keep their vector at prediction "
-        "time. None: 100000 with --embeddings, else 0. 0: training words only.",
+        "time (on top of max_vocab_size). None: 100000 with --embeddings, else 0. 0: training words only.",
         default=None,
     )
     # --- text to ids ---
     tokenizer: str = _doc("auto, word, char or jieba. auto picks char for CJK text, else word.", default="auto")
     lowercase: bool = _doc("Lower-case text before tokenizing.", default=True)
-    min_freq: int = _doc("Keep tokens seen at least this often in training (words of --embeddings' first "
-                         "vector_vocab words are kept whatever their count).", default=2)
+    min_freq: int = _doc("Keep tokens seen at least this often in training; with --embeddings, the vectors' "
+                         "first vector_vocab words are kept whatever their count.", default=2)
     max_vocab_size: int | None = _doc("Keep at most this many tokens (most frequent first); None keeps all.", default=100_000)
     # --- training ---
     epochs: int = _doc("Maximum passes over the training data.", default=10)

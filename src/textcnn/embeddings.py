@@ -279,7 +279,8 @@ def vector_words(source: str, limit: int) -> list[str]:
     """The first ``limit`` words of a vector set, in file order (most frequent first in the usual files)."""
     if source in _REGISTRY:
         if not lists_words(source):
-            raise ConfigError(f"The named vectors {source!r} cannot list their words; leave vector_vocab at 0.")
+            raise ConfigError(f"The named vectors {source!r} cannot list their words. Pass vector_vocab=0 "
+                              "(--vector-vocab 0) to use training words only.")
         return _REGISTRY_WORDS[source]()[:limit]
     path = Path(source)
     suffix = path.suffix if path.suffix != ".gz" else Path(path.stem).suffix
