@@ -337,3 +337,20 @@ def test_embedding_lr_scale_sets_the_sparse_optimizer_rate(wide_vectors):
     dense, sparse = make_optimizer(clf.model_, 1e-3, 0.0, embedding_lr_scale=4.0)
     assert dense.param_groups[0]["lr"] == 1e-3 and sparse.param_groups[0]["lr"] == pytest.approx(4e-3)
     assert make_optimizer(clf.model_, 1e-3, 0.0)[1].param_groups[0]["lr"] == 1e-3  # default: the same rate
+
+
+def test_cli_vector_vocab(wide_vectors, tmp_path, capsys):
+    import json as _json
+
+    path, words, _ = wide_vectors
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in zip(TEXTS, LABELS)), encoding="utf-8")
+    rc = main(["train", str(train), "--out", str(tmp_path / "m"), "--embeddings", path, "--vector-vocab", "3",
+               "--epochs", "1", "--window-sizes", "1"])
+    assert rc == 0
+    tokens = _json.loads((tmp_path / "m" / "vocab.json").read_text())["tokens"]
+    assert "superb" in tokens and "dreadful" not in tokens  # superb is the vectors' 3rd word, dreadful the 5th
+    assert "words added from the first 3 of" in capsys.readouterr().err
+    rc = main(["train", str(train), "--out", str(tmp_path / "m2"), "--vector-vocab", "5", "--epochs", "1"])
+    assert rc == 2
+    assert "error: vector_vocab=5 adds words from pretrained vectors, but none were given" in capsys.readouterr().err
