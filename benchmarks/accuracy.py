@@ -187,7 +187,7 @@ def run_textcnn(train: Split, dev: Split, test: Split, multi: bool, seed: int, p
     dev_proba, test_proba = clf.predict_proba(dev.texts), clf.predict_proba(test.texts)
     return {"test": _test_score(classes, dev_proba, test_proba, dev, test, multi),
             "dev": dev_score(classes, dev_proba, dev.labels, multi), "seconds": seconds,
-            "chosen": {"best_epoch": clf.best_epoch_}}
+            "chosen": {"best_epoch": clf.best_epoch_}, "config": clf.config_.to_dict()}
 
 
 def run_system(system: str, name: str, data, seed: int, data_dir: Path, overrides: dict) -> dict:

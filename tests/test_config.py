@@ -30,6 +30,8 @@ def test_defaults_are_valid_and_round_trip():
         ("label_sep", "", r"'label_sep' parameter must be a non-empty string"),
         ("tokenizer", "", r"'tokenizer' parameter must be a tokenizer name"),
         ("seed", 1.5, r"'seed' parameter must be an int"),
+        ("embedding_lr_scale", 0, r"'embedding_lr_scale' parameter must be a float > 0. Got 0"),
+        ("vector_vocab", -1, r"'vector_vocab' parameter must be None or an int >= 0. Got -1"),
     ],
 )
 def test_bad_values_are_named(field, value, message):
@@ -42,6 +44,9 @@ def test_static_modes_need_vectors_and_rand_refuses_them():
         TextCNNConfig(embedding_mode="static")
     with pytest.raises(ConfigError, match="random initialisation, but embeddings were given"):
         TextCNNConfig(embedding_mode="rand", embeddings="vectors.txt")
+    with pytest.raises(ConfigError, match=r"vector_vocab=10 adds words from pretrained vectors, but none were given"):
+        TextCNNConfig(vector_vocab=10)
+    TextCNNConfig(vector_vocab=0)  # 0 and None (the default) need no vectors
 
 
 def test_unknown_key_suggests_closest_name():

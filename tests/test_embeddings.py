@@ -17,6 +17,7 @@ from textcnn.embeddings import (
     load_vectors,
     read_vocab_file,
     register_embeddings,
+    vector_words,
     Vectors,
 )
 from textcnn.errors import ConfigError, DataFormatError, MissingDependencyError
@@ -58,13 +59,16 @@ def test_gzipped_text(tmp_path):
     _check(load_vectors(str(path), TOKENS))
 
 
-def test_word2vec_binary(tmp_path):
-    path = tmp_path / "vectors.bin"
+def _write_word2vec_binary(path) -> None:
     with open(path, "wb") as f:
         f.write(f"{len(WORDS)} 3\n".encode())
         for w, v in zip(WORDS, VECS):
             f.write(w.encode() + b" " + struct.pack("<3f", *v) + b"\n")
-    _check(load_vectors(str(path), TOKENS))
+
+
+def test_word2vec_binary(tmp_path):
+    _write_word2vec_binary(tmp_path / "vectors.bin")
+    _check(load_vectors(str(tmp_path / "vectors.bin"), TOKENS))
 
 
 def test_word2vec_binary_cut_short(tmp_path):
@@ -263,3 +267,90 @@ def test_registered_loader(tmp_path):
                             embedding_mode="static").fit(TEXTS, LABELS)
     assert clf.config_.embedding_size == 2
     assert torch.all(clf.model_.embedding.weight[2:] == 1)
+
+
+# ----- vector_vocab and the embedding learning rate -----
+
+@pytest.mark.parametrize("name,header", [("glove.txt", False), ("w2v.txt", True), ("cc.en.vec", True)])
+def test_vector_words_of_text_files_in_file_order(tmp_path, name, header):
+    path = tmp_path / name
+    path.write_text(_text_lines(header), encoding="utf-8")
+    assert vector_words(str(path), 3) == WORDS[:3]
+    assert vector_words(str(path), 100) == WORDS
+
+
+def test_vector_words_of_binary_and_matrix_files(tmp_path):
+    _write_word2vec_binary(tmp_path / "vectors.bin")
+    assert vector_words(str(tmp_path / "vectors.bin"), 3) == WORDS[:3]
+    np.save(tmp_path / "emb.npy", VECS)
+    (tmp_path / "vocab.txt").write_text("\n".join(WORDS) + "\n", encoding="utf-8")
+    assert vector_words(str(tmp_path / "emb.npy"), 2) == WORDS[:2]
+
+
+def test_vector_words_of_a_registered_set(tmp_path):
+    register_embeddings("no-words-2d", lambda tokens: None)
+    with pytest.raises(ConfigError, match=r"'no-words-2d' cannot list their words\. Pass vector_vocab=0 \(--vector-vocab 0\)"):
+        vector_words("no-words-2d", 10)
+    register_embeddings("listed-2d", lambda tokens: None, words=lambda: ["x", "y", "z"])
+    assert vector_words("listed-2d", 2) == ["x", "y"]
+
+
+@pytest.fixture
+def wide_vectors(tmp_path):
+    """Vectors for the training words plus 'superb' and 'dreadful', which training never sees."""
+    words = ["film", "good", "superb", "awful", "dreadful", "great", "bad"]
+    rng = np.random.default_rng(1)
+    matrix = rng.normal(0, 0.5, size=(len(words), 3)).astype(np.float32)
+    np.save(tmp_path / "wide.npy", matrix)
+    (tmp_path / "wide.vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    return str(tmp_path / "wide.npy"), words, matrix
+
+
+def test_vector_vocab_adds_unseen_words_with_their_vectors(wide_vectors):
+    path, words, matrix = wide_vectors
+    clf = TextCNNClassifier(embeddings=path, embedding_mode="static", epochs=1, window_sizes=(1,), feature_size=2,
+                            verbose=0).fit(TEXTS, LABELS)
+    assert clf.config_.vector_vocab == 100_000  # None resolves to the default with vectors
+    assert {"superb", "dreadful"} <= set(clf.vocab_.itos)
+    i = clf.vocab_.stoi["superb"]
+    np.testing.assert_allclose(clf.model_.embedding.weight[i].numpy(), matrix[words.index("superb")])
+    assert clf.encode(["superb film"])[0] == [i, clf.vocab_.stoi["film"]]
+    first3 = TextCNNClassifier(embeddings=path, vector_vocab=3, epochs=1, window_sizes=(1,), verbose=0).fit(TEXTS, LABELS)
+    assert "superb" in first3.vocab_ and "dreadful" not in first3.vocab_
+    none = TextCNNClassifier(embeddings=path, vector_vocab=0, epochs=1, window_sizes=(1,), verbose=0).fit(TEXTS, LABELS)
+    assert "superb" not in none.vocab_
+
+
+def test_vector_vocab_keeps_rare_training_words_that_have_vectors(wide_vectors):
+    path, _, _ = wide_vectors
+    texts, labels = [*TEXTS, "bad lucky"], [*LABELS, "neg"]  # 'lucky' once, no vector; 'bad' has one
+    clf = TextCNNClassifier(embeddings=path, epochs=1, window_sizes=(1,), verbose=0).fit(texts, labels)
+    assert clf.config_.min_freq == 2 and "lucky" not in clf.vocab_ and "bad" in clf.vocab_
+
+
+def test_embedding_lr_scale_sets_the_sparse_optimizer_rate(wide_vectors):
+    from textcnn.training import make_optimizer
+
+    path, _, _ = wide_vectors
+    clf = TextCNNClassifier(embeddings=path, embedding_lr_scale=0.5, epochs=1, window_sizes=(1,), verbose=0)
+    assert clf.fit(TEXTS, LABELS).config_.embedding_lr_scale == 0.5
+    dense, sparse = make_optimizer(clf.model_, 1e-3, 0.0, embedding_lr_scale=4.0)
+    assert dense.param_groups[0]["lr"] == 1e-3 and sparse.param_groups[0]["lr"] == pytest.approx(4e-3)
+    assert make_optimizer(clf.model_, 1e-3, 0.0)[1].param_groups[0]["lr"] == 1e-3  # default: the same rate
+
+
+def test_cli_vector_vocab(wide_vectors, tmp_path, capsys):
+    import json as _json
+
+    path, words, _ = wide_vectors
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in zip(TEXTS, LABELS)), encoding="utf-8")
+    rc = main(["train", str(train), "--out", str(tmp_path / "m"), "--embeddings", path, "--vector-vocab", "3",
+               "--epochs", "1", "--window-sizes", "1"])
+    assert rc == 0
+    tokens = _json.loads((tmp_path / "m" / "vocab.json").read_text())["tokens"]
+    assert "superb" in tokens and "dreadful" not in tokens  # superb is the vectors' 3rd word, dreadful the 5th
+    assert "words added from the first 3 of" in capsys.readouterr().err
+    rc = main(["train", str(train), "--out", str(tmp_path / "m2"), "--vector-vocab", "5", "--epochs", "1"])
+    assert rc == 2
+    assert "error: vector_vocab=5 adds words from pretrained vectors, but none were given" in capsys.readouterr().err

