@@ -249,3 +249,34 @@ def test_winners_only_backward_matches_the_full_backward(monkeypatch):
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
     for a, b in zip(grads[0][1], grads[1][1]):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_fused_kernel_without_a_cache_folder_or_without_numba(monkeypatch):
+    import sys
+
+    import numba
+
+    import textcnn.fastpath as fastpath
+
+    real_njit = numba.njit
+
+    def njit_without_cache(*args, **kwargs):  # what numba says when no cache folder is writable
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function '_pool_kernel_source': no locator available")
+        return real_njit(*args, **kwargs)
+
+    monkeypatch.setattr(fastpath, "_KERNEL", None)
+    monkeypatch.setattr(fastpath, "_KERNEL_ERROR", None)
+    monkeypatch.setattr(numba, "njit", njit_without_cache)
+    kernel = fastpath.fused_kernel()
+    assert kernel is not None  # compiled for this process only
+    assert torch.allclose(TableEngine(small_model()).logits_lists([[3, 4, 5, 6]]),
+                          small_model()(torch.tensor([[3, 4, 5, 6, 0]])), atol=1e-5)
+
+    monkeypatch.setattr(fastpath, "_KERNEL", None)
+    monkeypatch.setattr(fastpath, "_KERNEL_ERROR", None)
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba -> ImportError
+    assert fastpath.fused_kernel() is None
+    assert fastpath.no_kernel_reason().startswith("numba unavailable: ")
+    assert "embedding_bag; numba unavailable" in Predictor().path(small_model(), torch.device("cpu"))
+    assert not TableEngine(small_model()).fused_for(1)

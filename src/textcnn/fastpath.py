@@ -338,7 +338,10 @@ def fused_kernel():
         try:
             import numba
 
-            kernel = numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)(_pool_kernel_source)
+            try:
+                kernel = numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)(_pool_kernel_source)
+            except RuntimeError:  # no writable cache folder (a read-only install): compile per process
+                kernel = numba.njit(nogil=True, fastmath=_FASTMATH)(_pool_kernel_source)
             one = np.ones(1, dtype=np.float32)  # compiles (or loads) now, so a failure falls back here
             kernel(np.zeros(1, np.int32), np.array([0, 1]), 0, 1, np.zeros((1, 1), np.float32),
                    np.array([1]), np.array([0]), one, np.empty((1, 1), np.float32))
