@@ -354,3 +354,14 @@ def test_cli_vector_vocab(wide_vectors, tmp_path, capsys):
     rc = main(["train", str(train), "--out", str(tmp_path / "m2"), "--vector-vocab", "5", "--epochs", "1"])
     assert rc == 2
     assert "error: vector_vocab=5 adds words from pretrained vectors, but none were given" in capsys.readouterr().err
+
+
+def test_a_missing_vector_file_is_a_clear_error(tmp_path):
+    from textcnn import TextCNNClassifier
+    from textcnn.embeddings import load_vectors, vector_words
+
+    missing = str(tmp_path / "nope.txt")
+    for call in (lambda: load_vectors(missing, ["a"]), lambda: vector_words(missing, 10),
+                 lambda: TextCNNClassifier(embeddings=missing, epochs=1, verbose=0).fit(["a b", "c d"] * 2, ["x", "y"] * 2)):
+        with pytest.raises(ConfigError, match=r"must be a vector file .* or a known name \(.*glove-6b-50d.*\)\. Got .*nope.txt', which is neither"):
+            call()

@@ -282,11 +282,10 @@ def vector_words(source: str, limit: int) -> list[str]:
             raise ConfigError(f"The named vectors {source!r} cannot list their words. Pass vector_vocab=0 "
                               "(--vector-vocab 0) to use training words only.")
         return _REGISTRY_WORDS[source]()[:limit]
-    path = Path(source)
-    suffix = path.suffix if path.suffix != ".gz" else Path(path.stem).suffix
-    if suffix in MATRIX_SUFFIXES:
+    path, kind = _vector_file(source)
+    if kind == "matrix":
         return read_vocab_file(find_vocab_file(path))[:limit]
-    if suffix == ".bin":
+    if kind == "bin":
         return _binary_words(path, limit)
     words: list[str] = []
     with _open_text(path) as f:
@@ -326,17 +325,23 @@ def load_vectors(source: str, tokens: Sequence[str]) -> Vectors:
     """Vectors for ``tokens`` (a vocabulary's id order) from a registered name or a file path."""
     if source in _REGISTRY:
         return _REGISTRY[source](tokens)
+    path, kind = _vector_file(source)
+    if kind == "matrix":
+        return read_matrix_vectors(path, tokens)
+    if kind == "bin":
+        return read_word2vec_binary(path, tokens)
+    return read_text_vectors(path, tokens)
+
+
+def _vector_file(source: str) -> tuple[Path, str]:
+    """A vector file's path and format ('matrix', 'bin' or 'text'), or a clear error if it is not a file."""
     path = Path(source)
     if not path.is_file():
         names = ", ".join(available_embeddings())
         raise ConfigError(f"The 'embeddings' parameter must be a vector file (.npy/.npz with a vocabulary file, "
                           f".txt, .vec, .bin) or a known name ({names}). Got {source!r}, which is neither.")
     suffix = path.suffix if path.suffix != ".gz" else Path(path.stem).suffix
-    if suffix in MATRIX_SUFFIXES:
-        return read_matrix_vectors(path, tokens)
-    if suffix == ".bin":
-        return read_word2vec_binary(path, tokens)
-    return read_text_vectors(path, tokens)
+    return path, "matrix" if suffix in MATRIX_SUFFIXES else "bin" if suffix == ".bin" else "text"
 
 
 # ----- into the model -----
