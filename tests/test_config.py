@@ -9,7 +9,9 @@ from textcnn.cli import build_parser, flag
 def test_defaults_are_valid_and_round_trip():
     cfg = TextCNNConfig()
     assert TextCNNConfig.from_dict(cfg.to_dict()) == cfg
-    assert cfg.to_dict()["window_sizes"] == list(cfg.window_sizes)
+    assert cfg.to_dict()["window_sizes"] is None  # resolved from the tokenizer at fit time
+    explicit = TextCNNConfig(window_sizes=[2, 3])
+    assert explicit.window_sizes == (2, 3) and TextCNNConfig.from_dict(explicit.to_dict()) == explicit
 
 
 @pytest.mark.parametrize(
@@ -17,7 +19,7 @@ def test_defaults_are_valid_and_round_trip():
     [
         ("dropout_rate", 1.5, r"The 'dropout_rate' parameter must be a float in \[0, 1\). Got 1.5 instead."),
         ("embedding_size", 0, r"The 'embedding_size' parameter must be None or an int >= 1. Got 0 instead."),
-        ("window_sizes", (), r"'window_sizes' parameter must be a non-empty list of ints"),
+        ("window_sizes", (), r"'window_sizes' parameter must be None or a non-empty list of ints"),
         ("embedding_mode", "dynamic", r"'embedding_mode' parameter must be one of 'rand', 'static'"),
         ("num_class", 1, r"'num_class' parameter must be None or an int >= 2. Got 1"),
         ("learning_rate", -1.0, r"'learning_rate' parameter must be a float > 0"),

@@ -54,6 +54,19 @@ def test_auto_tokenizer_uses_characters_for_chinese_and_japanese():
     assert clf.config_.tokenizer == "char"
 
 
+def test_default_windows_follow_the_tokenizer(tmp_path):
+    small = dict(epochs=1, embedding_size=8, feature_size=4, verbose=0)
+    chars = TextCNNClassifier(**small).fit(ZH, ZH_Y)
+    assert chars.config_.window_sizes == (1, 2, 3) and chars.model_.window_sizes == (1, 2, 3)
+    assert TextCNNClassifier(**small).fit(TEXTS, LABELS).config_.window_sizes == (3, 4, 5)  # words: Kim's
+    assert TextCNNClassifier(tokenizer="word", **small).fit(ZH, ZH_Y).config_.window_sizes == (3, 4, 5)
+    assert TextCNNClassifier(window_sizes=(2, 4), **small).fit(ZH, ZH_Y).config_.window_sizes == (2, 4)
+    chars.save(tmp_path / "m")
+    from textcnn import load
+
+    assert load(tmp_path / "m").model_.window_sizes == (1, 2, 3)
+
+
 def test_jieba_words_for_chinese():
     pytest.importorskip("jieba")
     clf = TextCNNClassifier(tokenizer="jieba", epochs=1, window_sizes=(1, 2), verbose=0).fit(ZH, ZH_Y)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DEFAULT_EMBEDDING_SIZE, DEFAULT_VECTOR_VOCAB, TextCNNConfig, check_known_keys
+from .config import (DEFAULT_EMBEDDING_SIZE, DEFAULT_VECTOR_VOCAB, TextCNNConfig, check_known_keys,
+                     default_window_sizes)
 from .data import check_texts, length_batches, pad_batch, stratified_split, to_python
 from .errors import ConfigError, DataFormatError, NotFittedError
 from .fastpath import Predictor
@@ -201,7 +202,8 @@ class TextCNNClassifier:
 
             vectors = load_vectors(cfg.embeddings, self.vocab_.itos)
             size = check_dimension(vectors.dim, cfg.embedding_size, vectors.source)
-        self.config_ = cfg.replace(num_class=len(classes), tokenizer=name, embedding_size=size)
+        self.config_ = cfg.replace(num_class=len(classes), tokenizer=name, embedding_size=size,
+                                   window_sizes=cfg.window_sizes or default_window_sizes(name))
         self.thresholds_ = np.full(len(classes), 0.5) if multi else None
         self.model_ = build_model(self.config_, len(self.vocab_))
         self._log(f"{len(texts)} training texts, {len(classes)} classes, vocabulary {len(self.vocab_)} tokens, "
@@ -428,7 +430,7 @@ def build_model(cfg: TextCNNConfig, vocab_size: int) -> TextCNN:
     torch.manual_seed(cfg.seed)
     return TextCNN(
         vocab_size=vocab_size, embedding_size=cfg.embedding_size or DEFAULT_EMBEDDING_SIZE, feature_size=cfg.feature_size,
-        window_sizes=cfg.window_sizes, num_class=cfg.num_class, dropout_rate=cfg.dropout_rate,
+        window_sizes=cfg.window_sizes or default_window_sizes(cfg.tokenizer), num_class=cfg.num_class, dropout_rate=cfg.dropout_rate,
         batch_norm=cfg.batch_norm, multichannel=cfg.embedding_mode == "multichannel",
     )
 

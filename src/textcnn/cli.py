@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import TextCNNClassifier, TextCNNConfig, __version__, load, read_records
+from .config import default_window_sizes
 from .errors import ConfigError, TextCNNError
 
 EXIT_USAGE = 2
@@ -39,6 +40,7 @@ def _int_list(s: str) -> tuple[int, ...]:
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "int": int, "float": float, "str": str, "tuple[int, ...]": _int_list,
     "int | None": _optional(int), "float | None": _optional(float), "str | None": _optional(str),
+    "tuple[int, ...] | None": _optional(_int_list),
 }
 
 
@@ -213,6 +215,7 @@ def cmd_summary(args) -> int:
         params = config_from_args(args)
         params["num_class"] = params["num_class"] or 2
         cfg = TextCNNConfig.from_dict(params)
+        cfg = cfg.replace(window_sizes=cfg.window_sizes or default_window_sizes(cfg.tokenizer))
         model = build_model(cfg, args.vocab_size)
     length = args.text_len or cfg.max_text_len
     if length < max(cfg.window_sizes):

@@ -20,6 +20,8 @@ MONITORS = ("auto", "accuracy", "macro_f1", "micro_f1", "loss")
 CLASS_WEIGHTS = (None, "balanced")
 DEFAULT_EMBEDDING_SIZE = 128  # embedding_size=None without pretrained vectors
 DEFAULT_VECTOR_VOCAB = 100_000  # vector_vocab=None with pretrained vectors
+WORD_WINDOW_SIZES = (3, 4, 5)  # window_sizes=None with word tokens (Kim 2014)
+CHAR_WINDOW_SIZES = (1, 2, 3)  # window_sizes=None with character tokens (THUCNews dev, benchmarks/README.md)
 
 
 def _doc(text: str, **kwargs: Any) -> Any:
@@ -38,7 +40,11 @@ class TextCNNConfig:
         default=None,
     )
     feature_size: int = _doc("Filters (feature maps) per window size: Conv1d out_channels.", default=100)
-    window_sizes: tuple[int, ...] = _doc("Conv1d kernel sizes, one branch each.", default=(3, 4, 5))
+    window_sizes: tuple[int, ...] | None = _doc(
+        "Conv1d kernel sizes, one branch each. None: 3,4,5 for words (Kim 2014), 1,2,3 for characters "
+        "(the char tokenizer, chosen for Chinese and Japanese).",
+        default=None,
+    )
     max_text_len: int = _doc("Texts are cut to this many tokens (shorter ones are not padded to it).", default=400)
     dropout_rate: float = _doc("Dropout on the pooled features, training only.", default=0.5)
     num_class: int | None = _doc("Number of classes; None infers it from the training labels.", default=None)
@@ -98,12 +104,17 @@ class TextCNNConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["window_sizes"] = list(self.window_sizes)
+        out["window_sizes"] = None if self.window_sizes is None else list(self.window_sizes)
         return out
 
     def replace(self, **changes: Any) -> "TextCNNConfig":
         check_known_keys(changes)
         return dataclasses.replace(self, **changes)
+
+
+def default_window_sizes(tokenizer: str) -> tuple[int, ...]:
+    """The window sizes that ``window_sizes=None`` stands for with this (resolved) tokenizer."""
+    return CHAR_WINDOW_SIZES if tokenizer == "char" else WORD_WINDOW_SIZES
 
 
 def check_known_keys(values: Mapping[str, Any]) -> None:
@@ -146,8 +157,8 @@ def _validate(c: TextCNNConfig) -> None:
     if c.max_vocab_size is not None and (not _is_int(c.max_vocab_size) or c.max_vocab_size < 1):
         raise _bad("max_vocab_size", "None or an int >= 1", c.max_vocab_size)
     ws = c.window_sizes
-    if not isinstance(ws, tuple) or not ws or not all(_is_int(k) and k >= 1 for k in ws):
-        raise _bad("window_sizes", "a non-empty list of ints >= 1, e.g. [3, 4, 5]", ws)
+    if ws is not None and (not isinstance(ws, tuple) or not ws or not all(_is_int(k) and k >= 1 for k in ws)):
+        raise _bad("window_sizes", "None or a non-empty list of ints >= 1, e.g. [3, 4, 5]", ws)
     if not _is_number(c.dropout_rate) or not 0 <= c.dropout_rate < 1:
         raise _bad("dropout_rate", "a float in [0, 1)", c.dropout_rate)
     if not _is_number(c.dev_fraction) or not 0 < c.dev_fraction < 1:
