@@ -96,3 +96,16 @@ def test_python_api_lists_and_thresholds():
 def test_list_labels_with_multi_label_false():
     with pytest.raises(ValueError, match="Some labels are lists, but multi_label=False"):
         TextCNNClassifier(multi_label=False, verbose=0).fit(["a b", "c d"], [["x"], ["y"]])
+
+
+def test_sigmoid_is_exact_and_silent_for_extreme_logits():
+    import warnings
+
+    from textcnn.classifier import _sigmoid
+
+    x = np.array([[-1000.0, -40.0, -2.0, 0.0, 2.0, 40.0, 1000.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in exp would raise here
+        p = _sigmoid(x)
+    assert np.allclose(p[0, 2:5], 1 / (1 + np.exp(-x[0, 2:5])))
+    assert p[0, 0] == 0.0 and 0 < p[0, 1] < 1e-17 and p[0, -1] == 1.0

@@ -486,4 +486,5 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    # exp(-log(1 + exp(-x))): no overflow (and no RuntimeWarning) for logits far below zero.
+    return np.exp(-np.logaddexp(0.0, -x))
