@@ -141,6 +141,8 @@ CONFIGS.update({
     "c.g.w123": {"embeddings": G, "window_sizes": (1, 2, 3)},
     "c.g.w234": {"embeddings": G, "window_sizes": (2, 3, 4)},
     "m.bal": {"class_weight": "balanced"},
+    "p.r": {"tokenizer": "wpad"},
+    "p.g": {"embeddings": G, "tokenizer": "wpad"},
     "i.len400": {"max_text_len": 400, "epochs": 4, "patience": 1},
     "i.full": {"max_text_len": 3000, "epochs": 4, "patience": 1},
     "i.g.len400": {"embeddings": G, "max_text_len": 400, "epochs": 4, "patience": 1},
@@ -221,10 +223,27 @@ def patch_schedule(ema: float = 0.0, gamma: float = 1.0) -> None:
     training._run_epoch = run_epoch
 
 
+class BoundaryPadded:
+    """Words with ``n`` boundary tokens on each side: every word then starts and ends a full window, as in
+    Kim's code, which pads each sentence with (widest window - 1) zero vectors before and after."""
+
+    def __init__(self, lowercase: bool = True, n: int = 4) -> None:
+        from textcnn.tokenizers import make_tokenizer
+
+        self.inner, self.n, self.name, self.lowercase = make_tokenizer("word", lowercase), n, "wpad", lowercase
+
+    def tokenize(self, text: str) -> list[str]:
+        return ["<b>"] * self.n + self.inner.tokenize(text) + ["<b>"] * self.n
+
+    def spec(self) -> dict:
+        return {"name": self.name, "lowercase": self.lowercase}
+
+
 def register_ptb() -> None:
     from textcnn.tokenizers import RegexTokenizer, register_tokenizer
 
     register_tokenizer("ptb", lambda lowercase=True: RegexTokenizer("ptb", PTB, lowercase))
+    register_tokenizer("wpad", BoundaryPadded)
 
 
 _DATA: dict = {}
