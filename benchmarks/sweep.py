@@ -148,6 +148,7 @@ CONFIGS.update({
     "i.g.len400": {"embeddings": G, "max_text_len": 400, "epochs": 4, "patience": 1},
     "i.g.full": {"embeddings": G, "max_text_len": 3000, "epochs": 4, "patience": 1},
     "m.g.bal": {"embeddings": G, "class_weight": "balanced"},
+    "m.g.bal.ep20": {"embeddings": G, "class_weight": "balanced", "epochs": 20},
 })
 
 
