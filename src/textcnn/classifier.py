@@ -40,7 +40,8 @@ class TextCNNClassifier:
 
     Attributes (set by ``fit`` or ``load``):
         classes_: the labels, sorted; ``predict_proba`` columns follow this order.
-        config_: the resolved :class:`TextCNNConfig` (``num_class`` and ``tokenizer`` filled in).
+        config_: the resolved :class:`TextCNNConfig` (``num_class``, ``tokenizer``, ``embedding_size`` and
+            ``window_sizes`` filled in).
         tokenizer_: the tokenizer, rebuilt from its saved spec at load time.
         vocab_: the :class:`Vocab` built from the training split.
         model_: the trained :class:`TextCNN` module (eval mode).
@@ -54,7 +55,7 @@ class TextCNNClassifier:
         *,
         embedding_size: int | None = _DEFAULTS.embedding_size,
         feature_size: int = _DEFAULTS.feature_size,
-        window_sizes: Sequence[int] = _DEFAULTS.window_sizes,
+        window_sizes: Sequence[int] | None = _DEFAULTS.window_sizes,
         max_text_len: int = _DEFAULTS.max_text_len,
         dropout_rate: float = _DEFAULTS.dropout_rate,
         num_class: int | None = _DEFAULTS.num_class,
