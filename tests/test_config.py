@@ -73,3 +73,9 @@ def test_names_agree_in_python_config_and_cli():
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TextCNNConfig().epochs = 3
+
+
+def test_window_sizes_flag_takes_a_list_or_none():
+    parse = build_parser().parse_args
+    assert parse(["train", "t.csv", "--out", "m", "--window-sizes", "2,3"]).window_sizes == (2, 3)
+    assert parse(["train", "t.csv", "--out", "m", "--window-sizes", "none"]).window_sizes is None  # by tokenizer
