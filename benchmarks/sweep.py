@@ -124,7 +124,9 @@ CONFIGS.update({
     "n.g.wd0.2": {"embeddings": G, "word_dropout": 0.2},
 })
 
-# Round 6 (third session, CPU): weight averaging and a decaying learning rate.
+# Rounds 6-11 (third session, CPU): weight averaging ("ema", which hooks the per-step max-norm call, so it
+# needs max_norm set, as by default) and a decaying learning rate ("lr_gamma"), character windows,
+# multi-label class weights, whole IMDB reviews, Kim's boundary padding (the "wpad" tokenizer).
 CONFIGS.update({
     "s.r": {},
     "s.r.ema0.99": {"ema": 0.99},
