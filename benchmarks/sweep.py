@@ -151,6 +151,8 @@ CONFIGS.update({
     "i.g.full": {"embeddings": G, "max_text_len": 3000, "epochs": 4, "patience": 1},
     "m.g.bal": {"embeddings": G, "class_weight": "balanced"},
     "m.g.bal.ep20": {"embeddings": G, "class_weight": "balanced", "epochs": 20},
+    "c.ep20": {"epochs": 20},  # with the new default windows 1,2,3 for characters
+    "c.g.ep20": {"embeddings": G, "epochs": 20},
 })
 
 
