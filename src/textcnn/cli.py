@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import TextCNNClassifier, TextCNNConfig, __version__, load, read_records
-from .config import default_window_sizes
 from .errors import ConfigError, TextCNNError
 
 EXIT_USAGE = 2
@@ -215,11 +214,11 @@ def cmd_summary(args) -> int:
         params = config_from_args(args)
         params["num_class"] = params["num_class"] or 2
         cfg = TextCNNConfig.from_dict(params)
-        cfg = cfg.replace(window_sizes=cfg.window_sizes or default_window_sizes(cfg.tokenizer))
         model = build_model(cfg, args.vocab_size)
     length = args.text_len or cfg.max_text_len
-    if length < max(cfg.window_sizes):
-        raise ConfigError(f"--max-text-len {length} is shorter than the widest window ({max(cfg.window_sizes)}); "
+    widest = max(model.window_sizes)  # a config's window_sizes may be None: the model's are resolved
+    if length < widest:
+        raise ConfigError(f"--max-text-len {length} is shorter than the widest window ({widest}); "
                           "the seed's MaxPool1d(max_text_len - h + 1) needs at least that.")
     print(render_summary(model, args.batch_size, length))
     return 0

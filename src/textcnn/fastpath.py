@@ -190,6 +190,7 @@ FUSED_MAX_TEXTS = 16
 LIST_CHUNK = 8192  # texts per kernel call: bounds the pooled features' memory (8192 x F*n floats)
 PARALLEL_MIN_TOKENS = 2048  # below this many tokens per thread, one thread beats the hand-off
 _POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def _thread_pool() -> ThreadPoolExecutor:
@@ -200,9 +201,6 @@ def _thread_pool() -> ThreadPoolExecutor:
                 _POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
                                            thread_name_prefix="textcnn-kernel")
     return _POOL
-
-
-_POOL_LOCK = threading.Lock()
 
 
 SMALL_BAGS = 4096  # below this many lookups one serial gather beats embedding_bag's thread start-up
