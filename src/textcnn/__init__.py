@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .classifier import TextCNNClassifier  # noqa: E402
+from .classifier import TextCNNClassifier, load  # noqa: E402
 from .config import TextCNNConfig  # noqa: E402
 from .data import Records, read_records  # noqa: E402
 from .errors import (  # noqa: E402
@@ -14,7 +14,6 @@ from .errors import (  # noqa: E402
     TextCNNError,
 )
 from .model import TextCNN  # noqa: E402
-from .serialization import load_model as load  # noqa: E402
 
 __all__ = [
     "TextCNNClassifier",

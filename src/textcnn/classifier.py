@@ -22,7 +22,8 @@ from .data import check_texts, length_batches, pad_batch, stratified_split, to_p
 from .errors import ConfigError, DataFormatError, NotFittedError
 from .fastpath import Predictor
 from .metrics import best_thresholds, classification_report, multilabel_report
-from .model import TextCNN
+from .model import build_model
+from .serialization import ModelParts, read_model, write_model
 from .tokenizers import make_tokenizer, resolve_tokenizer_name
 from .training import TrainSettings, fit_model
 from .vocab import Vocab
@@ -412,9 +413,10 @@ class TextCNNClassifier:
     def save(self, path) -> None:
         """Writes the model directory (see :mod:`textcnn.serialization`); atomically replaces an old one."""
         self._check_fitted()
-        from .serialization import save_model
-
-        save_model(self, path)
+        thresholds = None if self.thresholds_ is None else list(self.thresholds_)
+        write_model(ModelParts(config=self.config_, multi_label=self.multi_label_, vocab=self.vocab_,
+                               tokenizer=self.tokenizer_, classes=list(self.classes_), thresholds=thresholds,
+                               model=self.model_, history=getattr(self, "history_", [])), path)
 
     def explain(self, X: Iterable[str], *, classes: Sequence | None = None) -> list[dict]:
         """Exact explanations: each filter's contribution to each class's logit, on its winning n-gram.
@@ -427,13 +429,21 @@ class TextCNNClassifier:
         return explain(self, X, classes=classes)
 
 
-def build_model(cfg: TextCNNConfig, vocab_size: int) -> TextCNN:
-    torch.manual_seed(cfg.seed)
-    return TextCNN(
-        vocab_size=vocab_size, embedding_size=cfg.embedding_size or DEFAULT_EMBEDDING_SIZE, feature_size=cfg.feature_size,
-        window_sizes=cfg.window_sizes or default_window_sizes(cfg.tokenizer), num_class=cfg.num_class, dropout_rate=cfg.dropout_rate,
-        batch_norm=cfg.batch_norm, multichannel=cfg.embedding_mode == "multichannel",
-    )
+def load(path) -> TextCNNClassifier:
+    """Reads a model directory written by ``save`` (``textcnn.load``): on the CPU, in eval mode.
+
+    Raises:
+        ModelFormatError: the directory is missing a file, is damaged or inconsistent, or comes from
+            a newer format; the message names the file and what is wrong.
+    """
+    parts = read_model(path)
+    clf = TextCNNClassifier(**parts.config.to_dict(), verbose=0)
+    clf.config_, clf.multi_label_ = parts.config, parts.multi_label
+    clf.vocab_, clf.tokenizer_ = parts.vocab, parts.tokenizer
+    clf.classes_ = np.array(parts.classes, dtype=object)
+    clf.thresholds_ = None if parts.thresholds is None else np.asarray(parts.thresholds, dtype=float)
+    clf.history_, clf.model_ = parts.history, parts.model
+    return clf
 
 
 def resolve_device(name: str) -> torch.device:

@@ -204,7 +204,7 @@ def _label_and_prob(rec: dict) -> tuple[str, str]:
 
 
 def cmd_summary(args) -> int:
-    from .classifier import build_model
+    from .model import build_model
     from .summary import render_summary
 
     if args.model_dir:

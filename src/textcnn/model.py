@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import DEFAULT_EMBEDDING_SIZE, TextCNNConfig, default_window_sizes
+
 PAD_ID = 0
 
 
@@ -149,3 +151,19 @@ def _invalid_windows(lengths: torch.Tensor, k: int, n_windows: int) -> torch.Ten
     last_start = (lengths - k).clamp(min=0)  # (B,)
     starts = torch.arange(n_windows, device=lengths.device)  # (L,)
     return starts.unsqueeze(0) > last_start.unsqueeze(1)  # (B, L)
+
+
+def build_model(cfg: TextCNNConfig, vocab_size: int) -> TextCNN:
+    """The TextCNN a config describes, with ``vocab_size`` embedding rows.
+
+    The initial weights depend only on ``cfg.seed``: they are drawn with the seed set inside
+    ``fork_rng``, so the caller's global torch random state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return TextCNN(
+            vocab_size=vocab_size, embedding_size=cfg.embedding_size or DEFAULT_EMBEDDING_SIZE,
+            feature_size=cfg.feature_size, window_sizes=cfg.window_sizes or default_window_sizes(cfg.tokenizer),
+            num_class=cfg.num_class, dropout_rate=cfg.dropout_rate, batch_norm=cfg.batch_norm,
+            multichannel=cfg.embedding_mode == "multichannel",
+        )

@@ -3,147 +3,320 @@
     MODEL_DIR/
       config.json        format_version, textcnn_version, task, the TextCNNConfig fields
       vocab.json         {"tokens": [...]}  (id = position; 0 <pad>, 1 <unk>)
-      labels.json        {"classes": [...], "thresholds": [...] | null}
+      labels.json        {"classes": [...], "thresholds": [...] | null}  (thresholds: multi-label)
       tokenizer.json     {"name": "word", "lowercase": true}
-      model.safetensors  the TextCNN state dict
+      model.safetensors  the TextCNN state dict (float32)
       history.json       one entry per training epoch
+      manifest.json      {"sha256": {file: hex digest}} of the six files above (format 2)
 
-A directory is written to a temporary sibling first and renamed into place, so a crash never
-leaves a half-written model, and an existing model is replaced only once the new one is complete.
+Reading checks everything before a model is built: each file's SHA-256 against manifest.json (so
+a flipped byte anywhere is caught, also in a label name that still parses), then each file's
+structure, and that the files agree with each other (class count, vocabulary size, tensor names,
+shapes and dtypes). Anything wrong raises ModelFormatError naming the file and what is wrong.
+Format 1 directories (textcnn 0.1, without manifest.json) are read with the same checks but the
+checksums. Writing goes through :func:`textcnn.atomicdir.replace_dir`: a complete new directory
+replaces the old one in one step where the OS allows (that module says where it does not).
+
+This module deals in plain parts (:class:`ModelParts`); the estimator is assembled from them in
+classifier.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from . import __version__
+from .atomicdir import read_files, replace_dir, write_file
 from .config import TextCNNConfig
 from .data import to_python
-from .errors import ConfigError, ModelFormatError
-from .tokenizers import make_tokenizer
+from .errors import ModelFormatError
+from .model import TextCNN, build_model
+from .tokenizers import Tokenizer, tokenizer_from_spec
 from .vocab import Vocab
 
-FORMAT_VERSION = 1
-FILES = ("config.json", "vocab.json", "labels.json", "tokenizer.json", "model.safetensors", "history.json")
+FORMAT_VERSION = 2
+CONFIG, VOCAB, LABELS, TOKENIZER = "config.json", "vocab.json", "labels.json", "tokenizer.json"
+WEIGHTS, HISTORY, MANIFEST = "model.safetensors", "history.json", "manifest.json"
+FILES = (CONFIG, VOCAB, LABELS, TOKENIZER, WEIGHTS, HISTORY)  # the files manifest.json covers
+TASKS = ("single-label", "multi-label")
+FIX = "Restore the model directory from a copy, or train and save the model again."
 
 
-def save_model(clf, path) -> Path:
+@dataclass
+class ModelParts:
+    """What a model directory holds: the resolved config, text-to-ids parts, labels and the network."""
+
+    config: TextCNNConfig
+    multi_label: bool
+    vocab: Vocab
+    tokenizer: Tokenizer
+    classes: list
+    thresholds: list[float] | None
+    model: TextCNN
+    history: list
+
+
+# ----- writing -----
+
+def write_model(parts: ModelParts, path) -> Path:
+    """Writes the model directory at ``path``, replacing an older model there in one step."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        _write_json(tmp / "config.json", {
-            "format_version": FORMAT_VERSION,
-            "textcnn_version": __version__,
-            "task": "multi-label" if clf.multi_label_ else "single-label",
-            "config": clf.config_.to_dict(),
-        })
-        _write_json(tmp / "vocab.json", clf.vocab_.to_json())
-        thresholds = None if clf.thresholds_ is None else [float(t) for t in clf.thresholds_]
-        _write_json(tmp / "labels.json", {"classes": [to_python(c) for c in clf.classes_], "thresholds": thresholds})
-        _write_json(tmp / "tokenizer.json", clf.tokenizer_.spec())
-        _write_json(tmp / "history.json", getattr(clf, "history_", []))
-        state = {k: v.detach().cpu().contiguous() for k, v in clf.model_.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt", "textcnn_format_version": str(FORMAT_VERSION)})
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    target = Path(os.path.realpath(path))  # a symlink to a model: replace the model, keep the link
+    _check_target(target)
+    state = {k: v.detach().cpu().contiguous() for k, v in parts.model.state_dict().items()}
+    files = {
+        CONFIG: _json_bytes({"format_version": FORMAT_VERSION, "textcnn_version": __version__,
+                             "task": TASKS[parts.multi_label], "config": parts.config.to_dict()}),
+        VOCAB: _json_bytes(parts.vocab.to_json()),
+        LABELS: _json_bytes({"classes": [to_python(c) for c in parts.classes],
+                             "thresholds": None if parts.thresholds is None else [float(t) for t in parts.thresholds]}),
+        TOKENIZER: _json_bytes(parts.tokenizer.spec()),
+        WEIGHTS: save_safetensors(state, metadata={"format": "pt", "textcnn_format_version": str(FORMAT_VERSION)}),
+        HISTORY: _json_bytes(parts.history),
+    }
+    files[MANIFEST] = _json_bytes({"sha256": {name: _sha256(data) for name, data in files.items()}})
+
+    def write(tmp: Path) -> None:
+        for name, data in files.items():
+            write_file(tmp / name, data)
+
+    replace_dir(target, write)
     return path
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def _check_target(target: Path) -> None:
     if target.exists() and not target.is_dir():
         raise ModelFormatError(f"Cannot save the model to '{target}': a file of that name exists. Choose another --out.")
-    old = None
-    if target.exists():
-        if not (target / "config.json").exists() and any(target.iterdir()):
-            raise ModelFormatError(
-                f"Cannot save the model to '{target}': the directory exists, is not empty and holds no textcnn "
-                "model. Choose another --out, or empty it first."
-            )
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.rename(target, old)
-    os.rename(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if target.is_dir() and not (target / CONFIG).exists() and any(target.iterdir()):
+        raise ModelFormatError(
+            f"Cannot save the model to '{target}': the directory exists, is not empty and holds no textcnn "
+            "model. Choose another --out, or empty it first."
+        )
 
 
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
-def load_model(path):
-    """Reads a model directory and returns a fitted TextCNNClassifier (on the CPU, eval mode)."""
-    from .classifier import TextCNNClassifier, build_model
 
+# ----- reading -----
+
+def read_model(path) -> ModelParts:
+    """Reads and checks a model directory; the network comes back on the CPU in eval mode.
+
+    Raises:
+        ModelFormatError: a file is missing, damaged or disagrees with another, or the directory
+            comes from a newer format. The message names the file and what is wrong.
+    """
     path = Path(path)
-    if not path.is_dir():
-        raise ModelFormatError(f"'{path}' is not a directory. Pass the directory written by 'textcnn train --out' or clf.save().")
-    meta = _read_json(path, "config.json")
+    blobs = _read_blobs(path)
+    meta = _json_object(path, CONFIG, blobs)
     version = meta.get("format_version")
-    if not isinstance(version, int):
-        raise ModelFormatError(f"{path / 'config.json'} has no integer 'format_version': it is not a textcnn model config.")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFormatError(f"{path / CONFIG} has no valid 'format_version' (got {version!r}): it is not a "
+                               f"textcnn model config. {FIX}")
+    try:
+        _verify_checksums(path, blobs, required=version >= 2)
+    except ModelFormatError:
+        if version > FORMAT_VERSION:
+            raise _newer_format(path, meta, version) from None
+        raise
     if version > FORMAT_VERSION:
-        raise ModelFormatError(
-            f"'{path}' was written in model format {version} by textcnn {meta.get('textcnn_version', '?')}; this textcnn "
-            f"({__version__}) reads formats up to {FORMAT_VERSION}. Upgrade with: pip install -U textcnn"
-        )
+        raise _newer_format(path, meta, version)
+    cfg, multi = _config(path, meta)
+    vocab = _parsed(path, VOCAB, blobs, Vocab.from_json)
+    tokenizer = _parsed(path, TOKENIZER, blobs, tokenizer_from_spec)
+    if (tokenizer.name, tokenizer.lowercase) != (cfg.tokenizer, cfg.lowercase):
+        raise ModelFormatError(f"{path / TOKENIZER} describes tokenizer {tokenizer.spec()} but {CONFIG} says "
+                               f"tokenizer={cfg.tokenizer!r}, lowercase={cfg.lowercase}. {FIX}")
+    classes, thresholds = _labels(path, blobs, cfg, multi)
+    history = _history(path, blobs, required=version >= 2)
+    model = _model(path, blobs, cfg, len(vocab))
+    return ModelParts(config=cfg, multi_label=multi, vocab=vocab, tokenizer=tokenizer, classes=classes,
+                      thresholds=thresholds, model=model, history=history)
+
+
+def _read_blobs(path: Path) -> dict[str, bytes | OSError]:
     try:
-        cfg = TextCNNConfig.from_dict(meta["config"])
-    except (KeyError, TypeError, ConfigError) as e:
-        raise ModelFormatError(f"{path / 'config.json'} holds an invalid config: {e}") from None
-    labels = _read_json(path, "labels.json")
-    clf = TextCNNClassifier(**{k: v for k, v in cfg.to_dict().items()}, verbose=0)
-    clf.config_ = cfg
-    clf.vocab_ = Vocab.from_json(_read_json(path, "vocab.json"))
-    clf.tokenizer_ = make_tokenizer(**_read_json(path, "tokenizer.json"))
-    clf.classes_ = np.array(labels["classes"], dtype=object)
-    clf.multi_label_ = meta.get("task") == "multi-label"
-    clf.thresholds_ = None if labels.get("thresholds") is None else np.asarray(labels["thresholds"], dtype=float)
-    clf.history_ = _read_json(path, "history.json") if (path / "history.json").exists() else []
-    clf.model_ = build_model(cfg, len(clf.vocab_))
-    _load_weights(clf.model_, path / "model.safetensors")
-    clf.model_.eval()
-    return clf
+        return read_files(path, (*FILES, MANIFEST))
+    except (FileNotFoundError, NotADirectoryError):
+        raise ModelFormatError(f"'{path}' is not a directory. Pass the directory written by 'textcnn train --out' "
+                               "or clf.save().") from None
+    except OSError as e:
+        raise ModelFormatError(f"Cannot read the model directory '{path}': {e.strerror or e}.") from None
 
 
-def _read_json(path: Path, name: str):
-    file = path / name
-    if not file.is_file():
+def _blob(path: Path, name: str, blobs: dict) -> bytes:
+    data = blobs[name]
+    if isinstance(data, FileNotFoundError):
         raise ModelFormatError(
-            f"'{path}' has no {name}, so it is not a complete textcnn model directory (it needs {', '.join(FILES[:5])}). "
-            "Copy the whole directory, or train and save the model again."
+            f"'{path}' has no {name}, so it is not a complete textcnn model directory (it needs "
+            f"{', '.join(FILES)} and, since format 2, {MANIFEST}). Copy the whole directory, or train and save the "
+            "model again."
         )
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFormatError(f"{file} is damaged (not valid JSON: {e}). Restore it from a copy, or save the model again.") from None
+    if isinstance(data, OSError):
+        raise ModelFormatError(f"Cannot read {path / name}: {data.strerror or data}. {FIX}")
+    return data
 
 
-def _load_weights(model: torch.nn.Module, file: Path) -> None:
-    if not file.is_file():
-        raise ModelFormatError(f"'{file.parent}' has no model.safetensors (the weights). Copy the whole model directory.")
+def _json(path: Path, name: str, blobs: dict):
     try:
-        state = load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelFormatError(f"{file} is damaged ({e}). Restore it from a copy, or save the model again.") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    bad = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or bad:
-        raise ModelFormatError(
-            f"{file} does not match config.json (missing tensors: {missing[:5]}, wrong shapes: {bad[:5]}). "
-            "The files come from different models; copy the whole directory of one model."
-        )
+        return json.loads(_blob(path, name, blobs).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ModelFormatError(f"{path / name} is damaged (not valid JSON: {e}). {FIX}") from None
+
+
+def _json_object(path: Path, name: str, blobs: dict) -> dict:
+    obj = _json(path, name, blobs)
+    if not isinstance(obj, dict):
+        raise ModelFormatError(f"{path / name} must hold a JSON object, but holds a {_json_type(obj)}. {FIX}")
+    return obj
+
+
+def _json_type(obj) -> str:
+    return {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(obj), "number")
+
+
+def _parsed(path: Path, name: str, blobs: dict, parse):
+    """``parse(json)``; its ValueError becomes a ModelFormatError naming the file."""
+    obj = _json_object(path, name, blobs)
+    try:
+        return parse(obj)
+    except ValueError as e:
+        raise ModelFormatError(f"{path / name} is not valid: {e}. {FIX}") from None
+
+
+def _verify_checksums(path: Path, blobs: dict, required: bool) -> None:
+    if isinstance(blobs[MANIFEST], FileNotFoundError) and not required:
+        return  # format 1: written before checksums
+    manifest = _json_object(path, MANIFEST, blobs)
+    sums = manifest.get("sha256")
+    if set(manifest) != {"sha256"} or not isinstance(sums, dict) or set(sums) != set(FILES):
+        raise ModelFormatError(f"{path / MANIFEST} is damaged: it must hold {{\"sha256\": {{...}}}} with one entry for "
+                               f"each of {', '.join(FILES)}. {FIX}")
+    for name in FILES:
+        if sums[name] != _sha256(_blob(path, name, blobs)):
+            raise ModelFormatError(f"{path / name} is damaged or was changed: its SHA-256 differs from the one "
+                                   f"{MANIFEST} recorded when the model was saved (or {MANIFEST} is damaged). {FIX}")
+
+
+def _newer_format(path: Path, meta: dict, version: int) -> ModelFormatError:
+    return ModelFormatError(
+        f"'{path}' was written in model format {version} by textcnn {meta.get('textcnn_version', '?')}; this textcnn "
+        f"({__version__}) reads formats up to {FORMAT_VERSION}. Upgrade with: pip install -U textcnn"
+    )
+
+
+def _config(path: Path, meta: dict) -> tuple[TextCNNConfig, bool]:
+    file = path / CONFIG
+    unknown = sorted(set(meta) - {"format_version", "textcnn_version", "task", "config"})
+    if unknown:
+        raise ModelFormatError(f"{file} has unknown keys {unknown}. {FIX}")
+    task = meta.get("task")
+    if task not in TASKS:
+        raise ModelFormatError(f"{file}: 'task' must be 'single-label' or 'multi-label', not {task!r}. {FIX}")
+    values = meta.get("config")
+    if not isinstance(values, dict):
+        raise ModelFormatError(f"{file}: 'config' must be a JSON object of TextCNNConfig fields. {FIX}")
+    try:
+        cfg = TextCNNConfig.from_dict(values)
+    except (TypeError, ValueError) as e:
+        raise ModelFormatError(f"{file} holds an invalid config: {e}") from None
+    if cfg.num_class is None:
+        raise ModelFormatError(f"{file}: 'num_class' is null, but a saved model always records its class count. {FIX}")
+    multi = task == "multi-label"
+    if cfg.multi_label is not None and cfg.multi_label != multi:
+        raise ModelFormatError(f"{file}: 'task' is {task!r} but the config says multi_label={cfg.multi_label}. {FIX}")
+    return cfg, multi
+
+
+def _labels(path: Path, blobs: dict, cfg: TextCNNConfig, multi: bool) -> tuple[list, list[float] | None]:
+    file = path / LABELS
+    labels = _json_object(path, LABELS, blobs)
+    if "classes" not in labels or not set(labels) <= {"classes", "thresholds"}:
+        raise ModelFormatError(f"{file} must hold {{\"classes\": [...], \"thresholds\": [...] | null}}; "
+                               f"it has the keys {sorted(labels)}. {FIX}")
+    classes, thresholds = labels["classes"], labels.get("thresholds")
+    if not isinstance(classes, list) or not all(isinstance(c, (str, int, float)) for c in classes):
+        raise ModelFormatError(f"{file}: 'classes' must be a list of labels (strings or numbers). {FIX}")
+    if len(set(classes)) != len(classes):
+        raise ModelFormatError(f"{file}: 'classes' lists a label twice. {FIX}")
+    if len(classes) != cfg.num_class:
+        raise ModelFormatError(f"{file} holds {len(classes)} classes but {CONFIG} says num_class={cfg.num_class}: "
+                               f"the files come from different models. {FIX}")
+    if not multi:
+        if thresholds is not None:
+            raise ModelFormatError(f"{file} holds thresholds, but the model is single-label ({CONFIG}). {FIX}")
+        return classes, None
+    if not isinstance(thresholds, list) or len(thresholds) != len(classes) or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds):
+        raise ModelFormatError(f"{file}: a multi-label model needs 'thresholds', one number in [0, 1] per class "
+                               f"({len(classes)}); got {_short(thresholds)}. {FIX}")
+    return classes, [float(t) for t in thresholds]
+
+
+def _short(obj) -> str:
+    text = json.dumps(obj)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _history(path: Path, blobs: dict, required: bool) -> list:
+    if isinstance(blobs[HISTORY], FileNotFoundError) and not required:
+        return []  # optional in format 1
+    history = _json(path, HISTORY, blobs)
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise ModelFormatError(f"{path / HISTORY} must hold a JSON list of objects (one per epoch). {FIX}")
+    return history
+
+
+def _model(path: Path, blobs: dict, cfg: TextCNNConfig, vocab_size: int) -> TextCNN:
+    """The network with the saved weights, checked against the shapes the config and vocabulary imply."""
+    file = path / WEIGHTS
+    try:
+        state = load_safetensors(_blob(path, WEIGHTS, blobs))
+    except ModelFormatError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the parser of untrusted bytes: any failure means a damaged file
+        raise ModelFormatError(f"{file} is damaged ({type(e).__name__}: {e}). {FIX}") from None
+    with torch.device("meta"):  # shapes only: a config claiming a huge model allocates nothing here
+        model = build_model(cfg, vocab_size)
+    _check_state(file, state, model.state_dict(), vocab_size, cfg.num_class)
+    model = model.to_empty(device="cpu")
     model.load_state_dict(state)
+    return model.eval()
+
+
+def _check_state(file: Path, state: dict, expected: dict, vocab_size: int, num_class: int) -> None:
+    rows = state.get("embedding.weight")
+    if rows is not None and rows.dim() == 2 and rows.shape[0] != vocab_size:
+        raise ModelFormatError(f"{file} has an embedding table of {rows.shape[0]} rows, but {VOCAB} holds {vocab_size} "
+                               f"tokens: the files come from different models. {FIX}")
+    fc = state.get("fc.weight")
+    if fc is not None and fc.dim() == 2 and fc.shape[0] != num_class:
+        raise ModelFormatError(f"{file}: the last layer has {fc.shape[0]} outputs, but {LABELS} and {CONFIG} hold "
+                               f"{num_class} classes: the files come from different models. {FIX}")
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    shapes = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    dtypes = [f"{k} {state[k].dtype} (expected {v.dtype})"
+              for k, v in expected.items() if k in state and state[k].dtype != v.dtype]
+    if missing or extra or shapes or dtypes:
+        found = [f"{what}: {', '.join(items[:5])}" for what, items in
+                 (("missing tensors", missing), ("unexpected tensors", extra), ("wrong shapes", shapes),
+                  ("wrong dtypes", dtypes)) if items]
+        raise ModelFormatError(f"{file} does not match {CONFIG} ({'; '.join(found)}). The files come from "
+                               f"different models or were damaged; copy the whole directory of one model. {FIX}")
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ModelFormatError(f"{file} holds NaN or infinite weights in {', '.join(bad[:5])}. {FIX}")

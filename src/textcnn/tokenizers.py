@@ -129,6 +129,22 @@ def make_tokenizer(name: str, lowercase: bool = True) -> Tokenizer:
     return _REGISTRY[name](lowercase=lowercase)
 
 
+def tokenizer_from_spec(spec: dict) -> Tokenizer:
+    """Rebuilds a tokenizer from its saved ``spec()``; raises ValueError saying what is wrong with it."""
+    if not isinstance(spec, dict):
+        raise ValueError('it must be a JSON object such as {"name": "word", "lowercase": true}')
+    unknown = sorted(set(spec) - {"name", "lowercase"})
+    if unknown:
+        raise ValueError(f"it has unknown keys {unknown}; a tokenizer spec holds only 'name' and 'lowercase'")
+    name, lowercase = spec.get("name"), spec.get("lowercase", True)
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"'name' is {name!r}, not one of {', '.join(map(repr, available_tokenizers()))} "
+                         "(a tokenizer added with register_tokenizer must be registered before loading)")
+    if not isinstance(lowercase, bool):
+        raise ValueError(f"'lowercase' must be true or false, not {lowercase!r}")
+    return _REGISTRY[name](lowercase=lowercase)
+
+
 def cjk_share(texts: Iterable[str], sample: int = 2000) -> float:
     """Share of non-space characters that are CJK, over the first ``sample`` texts."""
     cjk = total = 0

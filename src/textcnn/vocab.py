@@ -65,4 +65,20 @@ class Vocab:
 
     @classmethod
     def from_json(cls, data: dict) -> "Vocab":
-        return cls(list(data["tokens"]))
+        """The inverse of ``to_json``; raises ValueError saying what is wrong with ``data``."""
+        if not isinstance(data, dict) or "tokens" not in data:
+            raise ValueError('it must be a JSON object {"tokens": [...]}')
+        unknown = sorted(set(data) - {"tokens"})
+        if unknown:
+            raise ValueError(f"it has unknown keys {unknown}; a vocabulary holds only 'tokens'")
+        tokens = data["tokens"]
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise ValueError("'tokens' must be a list of strings")
+        if tokens[:2] != [PAD, UNK]:
+            raise ValueError(f"'tokens' must start with {PAD!r} (id {PAD_ID}) and {UNK!r} (id {UNK_ID}); "
+                             f"it starts with {tokens[:2]!r}")
+        vocab = cls(tokens)
+        if len(vocab.stoi) != len(tokens):  # a token kept its last id: some id is not its own
+            first = next(i for i, t in enumerate(tokens) if vocab.stoi[t] != i)
+            raise ValueError(f"the token {tokens[first]!r} occurs more than once (ids {first} and {vocab.stoi[tokens[first]]})")
+        return vocab
