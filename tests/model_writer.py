@@ -8,6 +8,8 @@ read from stdin, one per line; each forks a writer child that saves B, A, B, ...
     count      the child saves once and exits; prints "events N": file-system steps of one save
     kill K     the child SIGKILLs itself at its K-th file-system step (Python audit events fire
                just before the step runs); prints "killed K" once it is dead
+    race       the child saves A, then loads TARGET while saving B from inside the load (just before
+               the load opens labels.json); prints "loaded CLASS" or "error MESSAGE"
     run        the child saves until killed, printing "ready" after its first complete save;
                prints "pid P" first, and "killed" once the test has killed P
 """
@@ -49,7 +51,9 @@ def child(command: str, arg: int, models, target: str) -> None:
             if command == "kill" and steps[0] == arg:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    if command == "count":
+    if command == "race":
+        race(models, target)
+    elif command == "count":
         sys.addaudithook(hook)
         models[0].save(target)
         say(f"events {steps[0]}")
@@ -65,6 +69,23 @@ def child(command: str, arg: int, models, target: str) -> None:
                 first[0] = False
 
         save_forever(models, target, ready)
+
+
+def race(models, target: str) -> None:
+    """A save that replaces (and deletes) the version a load is in the middle of reading."""
+    models[1].save(target)
+    armed = [True]
+
+    def hook(event, args):
+        if armed[0] and event == "open" and args[0] == "labels.json":
+            armed[0] = False
+            models[0].save(target)
+
+    sys.addaudithook(hook)
+    try:
+        say(f"loaded {textcnn.load(target).classes_[0]}")
+    except textcnn.ModelFormatError as e:
+        say(f"error {e}")
 
 
 def main() -> None:
@@ -85,7 +106,8 @@ def main() -> None:
             say(f"pid {pid}")
         _, status = os.waitpid(pid, 0)
         killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        say(("killed" if killed else "exited") + (f" {arg}" if command == "kill" else ""))
+        if command != "count":
+            say(("killed" if killed else "exited") + (f" {arg}" if command == "kill" else ""))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +20,7 @@ from . import TextCNNClassifier, TextCNNConfig, __version__, load, read_records
 from .errors import ConfigError, TextCNNError
 
 EXIT_USAGE = 2
+EXIT_BUG = 1
 
 
 def flag(name: str) -> str:
@@ -352,3 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - bad input never gets here (it raises TextCNNError): a bug
+        if os.environ.get("TEXTCNN_TRACEBACK"):
+            raise
+        print(f"error: unexpected {type(e).__name__}: {' '.join(str(e).split())}. This is a bug in textcnn {__version__}, please report it "
+              "with the command you ran (TEXTCNN_TRACEBACK=1 shows the traceback).", file=sys.stderr)
+        return EXIT_BUG

@@ -171,8 +171,9 @@ def _blob(path: Path, name: str, blobs: dict) -> bytes:
 
 
 def _json(path: Path, name: str, blobs: dict):
+    data = _blob(path, name, blobs)
     try:
-        return json.loads(_blob(path, name, blobs).decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ModelFormatError(f"{path / name} is damaged (not valid JSON: {e}). {FIX}") from None
 
@@ -288,7 +289,7 @@ def _model(path: Path, blobs: dict, cfg: TextCNNConfig, vocab_size: int) -> Text
     except ModelFormatError:
         raise
     except Exception as e:  # noqa: BLE001 - the parser of untrusted bytes: any failure means a damaged file
-        raise ModelFormatError(f"{file} is damaged ({type(e).__name__}: {e}). {FIX}") from None
+        raise ModelFormatError(f"{file} is damaged ({type(e).__name__}: {' '.join(str(e).split())}). {FIX}") from None
     with torch.device("meta"):  # shapes only: a config claiming a huge model allocates nothing here
         model = build_model(cfg, vocab_size)
     _check_state(file, state, model.state_dict(), vocab_size, cfg.num_class)
