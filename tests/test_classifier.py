@@ -112,11 +112,11 @@ def test_input_errors(fitted, corpus):
         fitted.predict(["ok", float("nan")])
     with pytest.raises(DataFormatError, match="at least 2 are needed"):
         TextCNNClassifier(**TINY).fit(texts, ["pos"] * len(texts))
-    with pytest.raises(DataFormatError, match="do not occur in the training labels"):
+    with pytest.raises(DataFormatError, match=r"The dev labels 'meh' \(1 text\) are not among the training labels \(neg, pos\)"):
         TextCNNClassifier(**TINY).fit(texts, labels, validation_data=(texts[:2], ["pos", "meh"]))
     with pytest.raises(ConfigError, match="num_class=3 but the training labels hold 2 classes"):
         TextCNNClassifier(**{**TINY, "num_class": 3}).fit(texts, labels)
-    with pytest.raises(DataFormatError, match="are not among the model's classes"):
+    with pytest.raises(DataFormatError, match=r"The evaluation labels 'unknown' \(1 text\) are not among the model's classes"):
         fitted.evaluate(["good"], ["unknown"])
     with pytest.raises(ConfigError, match="The 'top_k' parameter must be an int >= 1. Got 0"):
         fitted.predict_records(["good"], top_k=0)

@@ -94,7 +94,7 @@ def test_python_api_lists_and_thresholds():
 
 
 def test_list_labels_with_multi_label_false():
-    with pytest.raises(ValueError, match="Some labels are lists, but multi_label=False"):
+    with pytest.raises(ValueError, match=r"y\[0\]: the label is a list \(\['x'\]\), but multi_label=False"):
         TextCNNClassifier(multi_label=False, verbose=0).fit(["a b", "c d"], [["x"], ["y"]])
 
 
