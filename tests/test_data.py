@@ -169,3 +169,10 @@ def test_stratified_split_of_tiny_classes_is_never_empty():
     with pytest.raises(DataFormatError, match="Cannot hold out a dev set"):
         stratified_split(["a", "b", "c"], 0.5, seed=0)
     assert stratified_split([["x", "y"], ["x"], [1], [1]], 0.5, seed=0)[1]  # multi-label rows, int labels
+
+
+def test_the_lines_format_is_refused_where_labels_are_needed(tmp_path):
+    """Found by the reader fuzz test: an empty line gave a text without a label (lists of unequal length)."""
+    (tmp_path / "d.txt").write_text("text,label\n\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"d.txt: the 'lines' format holds texts without labels.*--format csv"):
+        read_records(tmp_path / "d.txt", fmt="lines", skip_invalid=True)

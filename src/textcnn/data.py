@@ -88,6 +88,9 @@ def read_records(
             raise DataFormatError(f"Cannot read '{name}': the path {what}. Check the path and try again.")
         raw = p.read_bytes()
     kind = detect_format(p, fmt, labeled=labeled)
+    if labeled and kind == "lines":
+        raise DataFormatError(f"{name}: the 'lines' format holds texts without labels, but labels are needed here. "
+                              "Pass --format csv, tsv, jsonl or fasttext.")
     text = _decode(raw, name, skip_invalid)
     reader = _Reader(name, text_col, label_col, labeled, skip_invalid)
     {"csv": reader.delimited, "tsv": reader.delimited, "jsonl": reader.jsonl,
