@@ -112,11 +112,11 @@ def test_input_errors(fitted, corpus):
         fitted.predict(["ok", float("nan")])
     with pytest.raises(DataFormatError, match="at least 2 are needed"):
         TextCNNClassifier(**TINY).fit(texts, ["pos"] * len(texts))
-    with pytest.raises(DataFormatError, match="do not occur in the training labels"):
+    with pytest.raises(DataFormatError, match=r"The dev labels 'meh' \(1 text\) are not among the training labels \(neg, pos\)"):
         TextCNNClassifier(**TINY).fit(texts, labels, validation_data=(texts[:2], ["pos", "meh"]))
     with pytest.raises(ConfigError, match="num_class=3 but the training labels hold 2 classes"):
         TextCNNClassifier(**{**TINY, "num_class": 3}).fit(texts, labels)
-    with pytest.raises(DataFormatError, match="are not among the model's classes"):
+    with pytest.raises(DataFormatError, match=r"The evaluation labels 'unknown' \(1 text\) are not among the model's classes"):
         fitted.evaluate(["good"], ["unknown"])
     with pytest.raises(ConfigError, match="The 'top_k' parameter must be an int >= 1. Got 0"):
         fitted.predict_records(["good"], top_k=0)
@@ -134,3 +134,79 @@ def test_predict_records_shape(fitted):
     assert rec["text"] == "a great film" and rec["label"] in ("pos", "neg")
     assert len(rec["top_k"]) == 2 and rec["top_k"][0]["label"] == rec["label"]
     assert rec["probability"] == rec["top_k"][0]["probability"]
+
+
+# ----- issue 12: monitors, random state, tiny data, NaN scores, class weights -----
+
+def test_a_monitor_the_task_does_not_report_is_refused_before_training(corpus, capsys):
+    """micro_f1 on single-label data used to train a whole epoch, then die with a KeyError."""
+    with pytest.raises(ConfigError, match=r"The 'monitor' parameter \(--monitor\) must be one of 'auto', 'accuracy', "
+                                          r"'macro_f1', 'loss' for single-label data. Got 'micro_f1' instead"):
+        TextCNNClassifier(**{**TINY, "monitor": "micro_f1", "verbose": 1}).fit(*corpus)
+    assert "epoch 1/" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("monitor", ["accuracy", "macro_f1", "loss"])
+def test_every_single_label_monitor_trains(monitor, corpus):
+    clf = TextCNNClassifier(**{**TINY, "epochs": 1, "monitor": monitor}).fit(*corpus)
+    assert f"dev_{monitor}" in clf.history_[0]
+
+
+def test_fit_model_names_the_reported_metrics_for_an_unknown_monitor():
+    from textcnn.training import TrainSettings, fit_model
+
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 2), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    settings = TrainSettings(epochs=1, batch_size=2, learning_rate=0.1, weight_decay=0, patience=0,
+                             monitor="micro_f1", seed=0, progress=False)
+    with pytest.raises(ConfigError, match=r"reports only 'loss', 'accuracy'"):
+        fit_model(model, [[1, 2], [3, 4]], torch.tensor([0, 1]), torch.nn.functional.cross_entropy,
+                  lambda m: {"loss": 0.5, "accuracy": 1.0}, settings, lambda *a: None)
+
+
+def test_a_nan_dev_score_stops_training_with_advice():
+    from textcnn.errors import TrainingError
+    from textcnn.training import TrainSettings, fit_model
+
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 2), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    settings = TrainSettings(epochs=3, batch_size=2, learning_rate=0.1, weight_decay=0, patience=3,
+                             monitor="loss", seed=0, progress=False)
+    with pytest.raises(TrainingError, match=r"Epoch 1 gave dev_loss=nan: .*Lower --learning-rate"):
+        fit_model(model, [[1, 2], [3, 4]], torch.tensor([0, 1]), torch.nn.functional.cross_entropy,
+                  lambda m: {"loss": float("nan"), "accuracy": 0.5}, settings, lambda *a: None)
+
+
+def test_fit_leaves_the_global_random_state_alone_and_stays_reproducible(corpus, dev_corpus):
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    a = TextCNNClassifier(**{**TINY, "epochs": 2}).fit(*corpus)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    b = TextCNNClassifier(**{**TINY, "epochs": 2}).fit(*corpus)
+    for (name, pa), pb in zip(a.model_.state_dict().items(), b.model_.state_dict().values()):
+        assert torch.equal(pa, pb), name
+
+
+@pytest.mark.parametrize("per_class", [2, 3, 5])
+def test_tiny_classes_still_get_a_dev_set(per_class):
+    texts = [f"good film {i}" for i in range(per_class)] + [f"bad film {i}" for i in range(per_class)]
+    labels = ["pos"] * per_class + ["neg"] * per_class
+    clf = TextCNNClassifier(**{**TINY, "epochs": 2, "min_freq": 1}).fit(texts, labels)
+    assert all(np.isfinite(h["dev_loss"]) for h in clf.history_)
+
+
+def test_one_text_per_class_is_refused_with_advice():
+    with pytest.raises(DataFormatError, match=r"Cannot hold out a dev set: each of the 2 training texts has a class of "
+                                              r"its own.*--dev DEV_FILE, or validation_data"):
+        TextCNNClassifier(**TINY).fit(["good", "bad"], ["pos", "neg"])
+
+
+def test_balanced_class_weight_changes_the_loss_and_the_model(corpus):
+    texts, labels = corpus
+    keep = [i for i, y in enumerate(labels) if y == "pos" or i % 8 == 1]  # 80 pos, 20 neg
+    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    plain = TextCNNClassifier(**{**TINY, "epochs": 2}).fit(texts, labels)
+    weighted = TextCNNClassifier(**{**TINY, "epochs": 2, "class_weight": "balanced"}).fit(texts, labels)
+    targets = torch.tensor([1, 1, 1, 1, 0])  # pos is the common class: a miss on neg costs more when balanced
+    logits = torch.tensor([[0.0, 2.0]] * 4 + [[0.0, 2.0]])
+    device = torch.device("cpu")
+    assert not torch.isclose(weighted._loss_fn(targets, device)(logits, targets), plain._loss_fn(targets, device)(logits, targets))
+    assert not torch.equal(weighted.model_.fc.weight, plain.model_.fc.weight)

@@ -148,3 +148,10 @@ def test_chinese_text_with_the_word_tokenizer_gets_advice(tmp_path, capsys):
     code, _, _ = run(capsys, "train", path, "--out", tmp_path / "m2", "--epochs", "1", "-q",
                      "--embedding-size", "8", "--feature-size", "4", "--window-sizes", "2")
     assert textcnn.load(tmp_path / "m2").config_.tokenizer == "char"
+
+
+def test_a_monitor_the_task_does_not_report_exits_2_before_training(tmp_path, train_csv, capsys):
+    code, out, err = run(capsys, "train", train_csv, "--out", tmp_path / "m", "--monitor", "micro_f1", "--epochs", "1")
+    assert code == 2 and "Traceback" not in err and "epoch 1/" not in err
+    assert "error: The 'monitor' parameter (--monitor) must be one of 'auto', 'accuracy', 'macro_f1', 'loss'" in err
+    assert not (tmp_path / "m").exists()

@@ -118,3 +118,61 @@ def test_padding_and_batches():
     assert [g.tolist() for g in groups] == [[1, 3], [2, 0]]
     seen = np.concatenate(list(training_batches([3] * 10, 4, np.random.default_rng(0))))
     assert sorted(seen.tolist()) == list(range(10))
+
+
+def test_long_csv_fields_are_read_and_the_limit_is_restored(tmp_path):
+    import csv
+
+    long_text = "word " * 60_000  # 300,000 characters: over the csv module's default 131,072
+    (tmp_path / "d.csv").write_text(f'text,label\n"{long_text}",x\nshort,y\n', encoding="utf-8")
+    before = csv.field_size_limit()
+    assert read_records(tmp_path / "d.csv").texts == [long_text, "short"]
+    assert csv.field_size_limit() == before
+
+
+def test_a_field_over_the_limit_gets_its_own_message(tmp_path, monkeypatch):
+    from textcnn import data
+
+    monkeypatch.setattr(data, "CSV_FIELD_LIMIT", 1000)
+    (tmp_path / "d.tsv").write_text("text\tlabel\nok\tx\n" + "a" * 2000 + "\ty\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"d.tsv, line 3: a field is longer than 1,000 characters, the most "
+                                              r"textcnn reads \(textcnn.data.CSV_FIELD_LIMIT\)") as e:
+        read_records(tmp_path / "d.tsv")
+    assert "Check the quoting" not in str(e.value)
+    assert data.CSV_FIELD_LIMIT == 1000 and pytest.importorskip("csv").field_size_limit() != 1000
+
+
+def test_json_that_python_cannot_read_names_the_line(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text": "a", "label": "x"}\n' + "[" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"d.jsonl, line 2: JSON that cannot be read"):
+        read_records(tmp_path / "d.jsonl")
+    (tmp_path / "d.jsonl").write_text('{"text": "a", "label": ' + "1" * 5000 + "}\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"d.jsonl, line 1: JSON that cannot be read"):
+        read_records(tmp_path / "d.jsonl")
+
+
+def test_lines_end_only_at_newlines(tmp_path):
+    """A text holding U+2028 or a form feed is one row: line numbers match an editor's."""
+    (tmp_path / "d.jsonl").write_text('{"text": "a\u2028b", "label": "x"}\n{"text": "c\x85d", "label": "y"}\n',
+                                      encoding="utf-8")
+    r = read_records(tmp_path / "d.jsonl")
+    assert r.texts == ["a\u2028b", "c\x85d"] and r.lines == [1, 2]
+    (tmp_path / "d.txt").write_bytes("__label__x one\u2028two\r\n__label__y three\r__label__z four\n".encode())
+    r = read_records(tmp_path / "d.txt")
+    assert r.texts == ["one two", "three", "four"] and r.lines == [1, 2, 3]
+
+
+def test_stratified_split_of_tiny_classes_is_never_empty():
+    train, dev = stratified_split(["a"] * 3 + ["b"] * 4 + ["c"], 0.1, seed=0)
+    assert len(dev) == 1 and 7 in train  # the largest class gives one text; a class of one stays in train
+    assert sorted(train + dev) == list(range(8))
+    with pytest.raises(DataFormatError, match="Cannot hold out a dev set"):
+        stratified_split(["a", "b", "c"], 0.5, seed=0)
+    assert stratified_split([["x", "y"], ["x"], [1], [1]], 0.5, seed=0)[1]  # multi-label rows, int labels
+
+
+def test_the_lines_format_is_refused_where_labels_are_needed(tmp_path):
+    """Found by the reader fuzz test: an empty line gave a text without a label (lists of unequal length)."""
+    (tmp_path / "d.txt").write_text("text,label\n\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"d.txt: the 'lines' format holds texts without labels.*--format csv"):
+        read_records(tmp_path / "d.txt", fmt="lines", skip_invalid=True)

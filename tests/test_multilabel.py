@@ -94,7 +94,7 @@ def test_python_api_lists_and_thresholds():
 
 
 def test_list_labels_with_multi_label_false():
-    with pytest.raises(ValueError, match="Some labels are lists, but multi_label=False"):
+    with pytest.raises(ValueError, match=r"y\[0\]: the label is a list \(\['x'\]\), but multi_label=False"):
         TextCNNClassifier(multi_label=False, verbose=0).fit(["a b", "c d"], [["x"], ["y"]])
 
 
@@ -109,3 +109,30 @@ def test_sigmoid_is_exact_and_silent_for_extreme_logits():
         p = _sigmoid(x)
     assert np.allclose(p[0, 2:5], 1 / (1 + np.exp(-x[0, 2:5])))
     assert p[0, 0] == 0.0 and 0 < p[0, 1] < 1e-17 and p[0, -1] == 1.0
+
+
+def test_thresholds_are_tuned_on_dev_where_0_5_is_not_best():
+    """'rare' is on 30% of the texts with 'sun', at random: its probability there is ~0.3, so the best
+    threshold (F1 0.46 by marking them all) lies below 0.5, where nothing would be marked (F1 0)."""
+    from textcnn.metrics import best_thresholds
+
+    def rows(n, offset):
+        out = []
+        for i in range(offset, offset + n):
+            if i % 2:
+                out.append((f"stock bank market {i % 7}", ["money"]))
+            else:
+                out.append((f"sun beach sea {i % 7}", ["travel", "rare"] if i % 10 in (0, 4, 8) and i % 20 < 10 else ["travel"]))
+        return out
+
+    train, dev = rows(200, 0), rows(80, 1000)
+    clf = TextCNNClassifier(epochs=6, window_sizes=(1,), feature_size=8, embedding_size=8, learning_rate=0.01,
+                            min_freq=1, verbose=0)
+    clf.fit([t for t, _ in train], [y for _, y in train], validation_data=([t for t, _ in dev], [y for _, y in dev]))
+    rare = list(clf.classes_).index("rare")
+    dev_targets = np.array([[c in y for c in clf.classes_] for _, y in dev])
+    np.testing.assert_array_equal(clf.thresholds_, best_thresholds(dev_targets, clf.predict_proba([t for t, _ in dev])))
+    assert clf.thresholds_[rare] < 0.45
+    tuned = clf.evaluate([t for t, _ in dev], [y for _, y in dev])["per_class"]["rare"]["f1"]
+    clf.thresholds_ = np.full(len(clf.classes_), 0.5)
+    assert tuned > clf.evaluate([t for t, _ in dev], [y for _, y in dev])["per_class"]["rare"]["f1"] + 0.2

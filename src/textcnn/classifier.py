@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -17,16 +18,17 @@ import torch
 import torch.nn.functional as F
 
 from .config import (DEFAULT_EMBEDDING_SIZE, DEFAULT_VECTOR_VOCAB, TextCNNConfig, check_known_keys,
-                     default_window_sizes)
+                     default_window_sizes, resolve_monitor)
 from .data import check_texts, length_batches, pad_batch, stratified_split, to_python
 from .errors import ConfigError, DataFormatError, NotFittedError
 from .fastpath import Predictor
+from .labels import class_list, detect_multi_label, label_targets, normalise_labels
 from .metrics import best_thresholds, classification_report, multilabel_report
 from .model import build_model
 from .serialization import ModelParts, read_model, write_model
 from .tokenizers import make_tokenizer, resolve_tokenizer_name
-from .training import TrainSettings, fit_model
-from .vocab import Vocab
+from .training import TrainSettings, fit_model, seeded
+from .vocab import Vocab, vocabulary_warning
 
 PREDICT_BATCH = 512
 PREDICT_TOKENS = 32_768  # padded tokens per prediction batch (measured: ~80 texts of 400 tokens beat 512, 3x)
@@ -158,11 +160,23 @@ class TextCNNClassifier:
 
         Returns:
             self
+
+        Raises:
+            ConfigError: a parameter is out of range, or ``monitor`` is not reported for this task.
+            DataFormatError: texts or labels are unusable (the message names the row and the fix).
+            TrainingError: the dev metrics became NaN (training diverged).
+
+        PyTorch's global random state is left as it was: the seeded parts run on a forked generator.
         """
         cfg = TextCNNConfig.from_dict({k: v for k, v in self.get_params().items() if k != "verbose"})
         texts, labels = _check_xy(X, y, "X", "y")
-        multi = _detect_multi_label(labels, cfg)
-        labels = _normalise_labels(labels, multi, cfg.label_sep)
+        multi, note, worrying = detect_multi_label(labels, cfg.multi_label, cfg.label_sep)
+        monitor = resolve_monitor(cfg.monitor, multi)  # before any work: a bad monitor fails at once
+        if worrying:
+            _warn(note)
+        elif note:
+            self._log(f"note: {note}")
+        labels = normalise_labels(labels, multi, cfg.label_sep)
         if validation_data is None:
             train_idx, dev_idx = stratified_split(labels, cfg.dev_fraction, cfg.seed)
             self._log(f"no dev set given: holding out a stratified {cfg.dev_fraction:.0%} of train "
@@ -171,9 +185,10 @@ class TextCNNClassifier:
             texts, labels = [texts[i] for i in train_idx], [labels[i] for i in train_idx]
         else:
             dev_texts, dev_labels = _check_xy(*validation_data, "validation_data[0]", "validation_data[1]")
-            dev_labels = _normalise_labels(dev_labels, multi, cfg.label_sep)
-        self._setup(cfg, texts, labels, multi)
-        self._train(texts, labels, dev_texts, dev_labels)
+            dev_labels = normalise_labels(dev_labels, multi, cfg.label_sep, where=lambda i: f"validation_data[1][{i}]")
+        with seeded(cfg.seed):
+            self._setup(cfg, texts, labels, multi)
+            self._train(texts, labels, dev_texts, dev_labels, monitor)
         return self
 
     def _setup(self, cfg: TextCNNConfig, texts: list[str], labels: list, multi: bool) -> None:
@@ -183,6 +198,7 @@ class TextCNNClassifier:
         self.tokenizer_ = make_tokenizer(name, lowercase=cfg.lowercase)
         self.vocab_ = Vocab.build((self.tokenizer_.tokenize(t) for t in texts),
                                   min_freq=cfg.min_freq, max_size=cfg.max_vocab_size)
+        seen = self.vocab_.seen
         if cfg.vector_vocab is None:
             from .embeddings import lists_words
 
@@ -190,8 +206,11 @@ class TextCNNClassifier:
             cfg = cfg.replace(vector_vocab=DEFAULT_VECTOR_VOCAB if listed else 0)
         if cfg.vector_vocab:
             self.vocab_ = self._add_vector_words(cfg)
+        warning = vocabulary_warning(self.vocab_, seen, cfg.min_freq, cfg.max_vocab_size)
+        if warning:
+            _warn(warning)
         self.multi_label_ = multi
-        classes = sorted({c for row in labels for c in row}) if multi else sorted(set(labels))
+        classes = class_list(labels, multi)
         if len(classes) < 2:
             raise DataFormatError(f"The training labels hold {len(classes)} class(es) ({classes!r}); at least 2 are needed.")
         if cfg.num_class is not None and cfg.num_class != len(classes):
@@ -227,15 +246,15 @@ class TextCNNClassifier:
         self._log(f"vocabulary: {len(vocab) - size} words added from the first {cfg.vector_vocab} of {cfg.embeddings}")
         return vocab
 
-    def _train(self, texts: list[str], labels: list, dev_texts: list[str], dev_labels: list) -> None:
+    def _train(self, texts: list[str], labels: list, dev_texts: list[str], dev_labels: list, monitor: str) -> None:
         cfg = self.config_
         device = resolve_device(cfg.device)
         self.model_.to(device)
         train_ids = self.encode(texts)
-        targets = self._targets(labels)
-        dev_ids, dev_targets = self.encode(dev_texts), self._targets(dev_labels)
+        targets = label_targets(labels, self.classes_, self.multi_label_, "training")
+        dev_targets = label_targets(dev_labels, self.classes_, self.multi_label_, "dev", among="the training labels")
+        dev_ids = self.encode(dev_texts)
         loss_fn = self._loss_fn(targets, device)
-        monitor = cfg.monitor if cfg.monitor != "auto" else ("macro_f1" if self.multi_label_ else "accuracy")
 
         def evaluate(model) -> dict:
             # The weights change every epoch: tables would be rebuilt for one pass, so plain forward.
@@ -257,19 +276,6 @@ class TextCNNClassifier:
         self.best_epoch_ = result.best_epoch
         self.model_.to("cpu").eval()
         self._log(f"best dev {monitor} {result.best_score:.4f} at epoch {result.best_epoch}")
-
-    def _targets(self, labels: list) -> torch.Tensor:
-        index = {c: i for i, c in enumerate(self.classes_)}
-        if self.multi_label_:
-            out = torch.zeros(len(labels), len(self.classes_))
-            for r, row in enumerate(labels):
-                out[r, [index[c] for c in row if c in index]] = 1.0
-            return out
-        unknown = sorted({str(c) for c in labels if c not in index})
-        if unknown:
-            raise DataFormatError(f"The dev labels {', '.join(unknown[:5])} do not occur in the training labels. "
-                                  "Every dev label must also be a training label.")
-        return torch.tensor([index[c] for c in labels], dtype=torch.long)
 
     def _loss_fn(self, targets: torch.Tensor, device: torch.device):
         weight = None
@@ -388,17 +394,17 @@ class TextCNNClassifier:
         return self.evaluate(X, y)["accuracy"]
 
     def evaluate(self, X: Iterable[str], y: Iterable) -> dict:
-        """A full report: accuracy, macro/weighted (and micro, multi-label) P/R/F1, per class, confusion matrix."""
+        """A full report: accuracy, macro/weighted (and micro, multi-label) P/R/F1, per class, confusion matrix.
+
+        Labels are compared as str (a model fitted on the ints 0, 1 scores the labels "0", "1"). A label
+        that is not among ``classes_`` raises DataFormatError naming it, for both tasks.
+        """
         self._check_fitted()
         texts, labels = _check_xy(X, y, "X", "y")
-        labels = _normalise_labels(labels, self.multi_label_, self.config_.label_sep)
-        if not self.multi_label_:
-            unknown = sorted({str(c) for c in labels} - {str(c) for c in self.classes_})
-            if unknown:
-                raise DataFormatError(f"Labels {', '.join(unknown[:5])} are not among the model's classes "
-                                      f"({', '.join(map(str, self.classes_))}).")
+        labels = normalise_labels(labels, self.multi_label_, self.config_.label_sep)
+        targets = label_targets(labels, self.classes_, self.multi_label_, "evaluation")
         logits = self._logits_from_ids(self.encode(texts)).numpy()
-        return self._report_from_logits(logits, self._targets(labels).numpy())
+        return self._report_from_logits(logits, targets.numpy())
 
     def _report_from_logits(self, logits: np.ndarray, targets: np.ndarray, tune: bool = False) -> dict:
         names = [str(c) for c in self.classes_]
@@ -464,25 +470,9 @@ def _check_xy(X, y, x_name: str, y_name: str) -> tuple[list[str], list]:
     return texts, labels
 
 
-def _detect_multi_label(labels: list, cfg: TextCNNConfig) -> bool:
-    if cfg.multi_label is not None:
-        return cfg.multi_label
-    if any(isinstance(y, (list, tuple)) for y in labels):
-        return True
-    return any(isinstance(y, str) and cfg.label_sep in y for y in labels)
-
-
-def _normalise_labels(labels: list, multi: bool, sep: str) -> list:
-    if not multi:
-        if any(isinstance(y, (list, tuple)) for y in labels):
-            raise DataFormatError("Some labels are lists, but multi_label=False. Pass one label per text, "
-                                  "or set multi_label=True (--multi-label on the CLI).")
-        return labels
-    out = []
-    for y in labels:
-        items = y if isinstance(y, (list, tuple)) else str(y).split(sep)
-        out.append(sorted({str(i).strip() for i in items if str(i).strip()}))
-    return out
+def _warn(message: str) -> None:
+    """A problem worth knowing that does not stop training (the CLI prints it as a 'warning:' line)."""
+    warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def _headline(report: dict) -> dict:

@@ -8,16 +8,19 @@ so Python, ``config.json`` and the command line share one set of names. Bad inpu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from . import TextCNNClassifier, TextCNNConfig, __version__, load, read_records
 from .errors import ConfigError, TextCNNError
+from .labels import detect_multi_label, normalise_labels
 
 EXIT_USAGE = 2
 EXIT_BUG = 1
@@ -110,17 +113,35 @@ def _read(args, path, labeled: bool = True):
     return records
 
 
+def _check_labels(records, multi: bool, sep: str) -> None:
+    """The labels' own problems (one that splits into nothing), named by file and line."""
+    normalise_labels(records.labels, multi, sep, where=lambda i: f"{records.source}, line {records.lines[i]}")
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """The library's warnings as one 'warning: ...' line each on stderr, shown when they happen."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr, flush=True)
+        yield
+
+
 # ----- commands -----
 
 def cmd_train(args) -> int:
     params = config_from_args(args)
     train = _read(args, args.train_file)
+    multi, _, _ = detect_multi_label(train.labels, params["multi_label"], params["label_sep"])
+    _check_labels(train, multi, params["label_sep"])
     validation = None
     if args.dev:
         dev = _read(args, args.dev)
+        _check_labels(dev, multi, params["label_sep"])
         validation = (dev.texts, dev.labels)
     clf = TextCNNClassifier(**params, verbose=0 if args.quiet else 1 + args.verbose)
-    clf.fit(train.texts, train.labels, validation_data=validation)
+    with _warnings_as_lines():
+        clf.fit(train.texts, train.labels, validation_data=validation)
     clf.save(args.out)
     print(f"saved the model to {args.out}")
     return 0
@@ -135,6 +156,7 @@ def _load_verbose(args):
 def cmd_eval(args) -> int:
     clf = _load_verbose(args)
     test = _read(args, args.test_file)
+    _check_labels(test, clf.multi_label_, clf.config_.label_sep)
     report = clf.evaluate(test.texts, test.labels)
     if args.confusion_png:
         from .plots import save_confusion_png

@@ -17,6 +17,7 @@ from .errors import ConfigError
 EMBEDDING_MODES = ("rand", "static", "non-static", "multichannel")
 DEVICES = ("auto", "cpu", "cuda")
 MONITORS = ("auto", "accuracy", "macro_f1", "micro_f1", "loss")
+SINGLE_LABEL_MONITORS = ("auto", "accuracy", "macro_f1", "loss")  # micro F1 is accuracy there: not reported
 CLASS_WEIGHTS = (None, "balanced")
 DEFAULT_EMBEDDING_SIZE = 128  # embedding_size=None without pretrained vectors
 DEFAULT_VECTOR_VOCAB = 100_000  # vector_vocab=None with pretrained vectors
@@ -79,7 +80,8 @@ class TextCNNConfig:
     )
     weight_decay: float = _doc("L2 penalty on dense weights (not on embeddings).", default=0.0)
     patience: int = _doc("Stop after this many epochs without a better dev score.", default=3)
-    monitor: str = _doc("Dev metric for early stopping: auto, accuracy, macro_f1, micro_f1 or loss.", default="auto")
+    monitor: str = _doc("Dev metric for early stopping: auto (accuracy; macro_f1 for multi-label), accuracy, "
+                        "macro_f1, micro_f1 (multi-label only) or loss.", default="auto")
     class_weight: str | None = _doc("None, or 'balanced' to weight the loss by inverse class frequency.", default=None)
     dev_fraction: float = _doc("Share of train held out (stratified) as dev when no dev set is given.", default=0.1)
     multi_label: bool | None = _doc("Force multi-label (True) or single-label (False); None detects it.", default=None)
@@ -115,6 +117,21 @@ class TextCNNConfig:
 def default_window_sizes(tokenizer: str) -> tuple[int, ...]:
     """The window sizes that ``window_sizes=None`` stands for with this (resolved) tokenizer."""
     return CHAR_WINDOW_SIZES if tokenizer == "char" else WORD_WINDOW_SIZES
+
+
+def resolve_monitor(monitor: str, multi_label: bool) -> str:
+    """The dev metric to early-stop on for this task; refuses one the task does not report."""
+    choices = MONITORS if multi_label else SINGLE_LABEL_MONITORS
+    if monitor not in choices:
+        task = "multi-label" if multi_label else "single-label"
+        raise ConfigError(
+            f"The 'monitor' parameter (--monitor) must be one of {', '.join(map(repr, choices))} for {task} data. "
+            f"Got {monitor!r} instead" + (" (micro F1 is reported for multi-label data only; on single-label data "
+                                         "it equals accuracy)." if monitor == "micro_f1" else ".")
+        )
+    if monitor == "auto":
+        return "macro_f1" if multi_label else "accuracy"
+    return monitor
 
 
 def check_known_keys(values: Mapping[str, Any]) -> None:

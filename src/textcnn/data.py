@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -19,12 +20,19 @@ import numpy as np
 import torch
 
 from .errors import DataFormatError
+from .labels import canonical
 
 FORMATS = ("csv", "tsv", "jsonl", "fasttext", "lines")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                ".json": "jsonl", ".ft": "fasttext", ".fasttext": "fasttext"}
 FASTTEXT_PREFIX = "__label__"
 _SKIP_HINT = "or pass --skip-invalid to skip such rows"
+# The longest CSV/TSV field read, in characters (Python's csv module stops at 131,072 by default;
+# a long document is legitimate). A longer field is refused with its own message.
+CSV_FIELD_LIMIT = 64 * 1024 * 1024
+# Lines end at \n, \r\n or \r only (str.splitlines also splits at \x0b, \x1c, \u2028 ..., which
+# would cut a JSON string or a text in two and put later line numbers off from an editor's).
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass
@@ -80,6 +88,9 @@ def read_records(
             raise DataFormatError(f"Cannot read '{name}': the path {what}. Check the path and try again.")
         raw = p.read_bytes()
     kind = detect_format(p, fmt, labeled=labeled)
+    if labeled and kind == "lines":
+        raise DataFormatError(f"{name}: the 'lines' format holds texts without labels, but labels are needed here. "
+                              "Pass --format csv, tsv, jsonl or fasttext.")
     text = _decode(raw, name, skip_invalid)
     reader = _Reader(name, text_col, label_col, labeled, skip_invalid)
     {"csv": reader.delimited, "tsv": reader.delimited, "jsonl": reader.jsonl,
@@ -144,11 +155,20 @@ class _Reader:
         self.lines.append(line)
 
     def delimited(self, text: str, delimiter: str) -> None:
+        old_limit = csv.field_size_limit(CSV_FIELD_LIMIT)  # a process-wide setting: restored below
+        try:
+            self._delimited(text, delimiter)
+        finally:
+            csv.field_size_limit(old_limit)
+
+    def _delimited(self, text: str, delimiter: str) -> None:
         rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         try:
             header = next(rows)
         except StopIteration:
             raise DataFormatError(f"{self.name}: the file is empty. Expected a header line such as 'text,label'.") from None
+        except csv.Error as e:
+            raise self._csv_error(rows.line_num, e) from None
         text_i = self._column(header, self.text_col, "--text-col")
         label_i = self._column(header, self.label_col, "--label-col") if self.labeled else None
         start = rows.line_num + 1
@@ -162,7 +182,16 @@ class _Reader:
                     continue
                 self.add(line, row[text_i], row[label_i] if label_i is not None else None)
         except csv.Error as e:
-            raise DataFormatError(f"{self.name}, line {rows.line_num}: not valid CSV ({e}). Check the quoting.") from None
+            raise self._csv_error(rows.line_num, e) from None
+
+    def _csv_error(self, line: int, e: csv.Error) -> DataFormatError:
+        if "field larger than field limit" in str(e):
+            return DataFormatError(
+                f"{self.name}, line {line}: a field is longer than {CSV_FIELD_LIMIT:,} characters, the most textcnn "
+                "reads (textcnn.data.CSV_FIELD_LIMIT). Split or shorten the text; if the field runs on over many "
+                "lines, a quote (\") is probably left open before it."
+            )
+        return DataFormatError(f"{self.name}, line {line}: not valid CSV ({e}). Check the quoting.")
 
     def _column(self, header: list[str], name: str, flag: str) -> int:
         if name in header:
@@ -173,13 +202,16 @@ class _Reader:
         )
 
     def jsonl(self, text: str, _: str) -> None:
-        for line, raw in enumerate(text.splitlines(), start=1):
+        for line, raw in enumerate(_LINE_END.split(text), start=1):
             if not raw.strip():
                 continue
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError as e:
                 self.problem(line, f"not valid JSON ({e.msg})")
+                continue
+            except (ValueError, RecursionError) as e:  # a number of over 4,300 digits; arrays nested too deep
+                self.problem(line, f"JSON that cannot be read ({str(e)[:80] or type(e).__name__})")
                 continue
             if not isinstance(obj, dict):
                 self.problem(line, "a JSON value that is not an object")
@@ -190,7 +222,7 @@ class _Reader:
             self.add(line, obj[self.text_col], obj.get(self.label_col))
 
     def fasttext(self, text: str, _: str) -> None:
-        for line, raw in enumerate(text.splitlines(), start=1):
+        for line, raw in enumerate(_LINE_END.split(text), start=1):
             if not raw.strip():
                 continue
             labels, words = [], raw.split()
@@ -203,7 +235,10 @@ class _Reader:
             self.add(line, " ".join(words), label if self.labeled else None)
 
     def plain(self, text: str, _: str) -> None:
-        for line, raw in enumerate(text.splitlines(), start=1):
+        lines = _LINE_END.split(text)
+        if lines[-1] == "":  # the end of the last line, not an empty text after it
+            lines.pop()
+        for line, raw in enumerate(lines, start=1):
             self.add(line, raw, None) if raw.strip() else self.empty(line)
 
     def empty(self, line: int) -> None:
@@ -237,19 +272,37 @@ def check_texts(texts: Sequence, what: str = "texts") -> list[str]:
 
 
 def stratified_split(labels: Sequence, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Holds out ``fraction`` of each class (the first label, for multi-label rows) as dev."""
+    """Holds out ``fraction`` of each class (the first label, for multi-label rows) as dev.
+
+    Every class keeps at least one training text (a class of one text stays in train). When the
+    shares round to nothing (classes of a handful of texts), one text of the largest class that has
+    two or more is held out, so the dev set is never empty.
+
+    Raises:
+        DataFormatError: no class has two texts, so no dev text can be spared.
+    """
     by_class: dict[str, list[int]] = {}
     for i, y in enumerate(labels):
-        key = y[0] if isinstance(y, (list, tuple)) else y
-        by_class.setdefault(key, []).append(i)
+        by_class.setdefault(canonical(y[0] if isinstance(y, (list, tuple)) else y), []).append(i)
     rng = random.Random(seed)
-    train, dev = [], []
+    shuffled = {}
     for key in sorted(by_class):
-        idx = by_class[key][:]
-        rng.shuffle(idx)
-        n_dev = int(round(len(idx) * fraction)) if len(idx) > 1 else 0
-        dev.extend(idx[:n_dev])
-        train.extend(idx[n_dev:])
+        shuffled[key] = by_class[key][:]
+        rng.shuffle(shuffled[key])
+    n_dev = {key: min(int(round(len(idx) * fraction)), len(idx) - 1) for key, idx in shuffled.items()}
+    if not any(n_dev.values()):
+        largest = max(shuffled, key=lambda key: len(shuffled[key]))  # the first such class in sorted order
+        if len(shuffled[largest]) < 2:
+            raise DataFormatError(
+                f"Cannot hold out a dev set: each of the {len(labels)} training texts has a class of its own, and "
+                "every class needs a training text. Give a dev set (--dev DEV_FILE, or validation_data=(texts, "
+                "labels)), or more texts per class."
+            )
+        n_dev[largest] = 1
+    train, dev = [], []
+    for key, idx in shuffled.items():
+        dev.extend(idx[: n_dev[key]])
+        train.extend(idx[n_dev[key]:])
     return sorted(train), sorted(dev)
 
 

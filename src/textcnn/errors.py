@@ -23,6 +23,10 @@ class NotFittedError(TextCNNError, ValueError, AttributeError):
     """A classifier was asked to predict before ``fit`` or ``load``."""
 
 
+class TrainingError(TextCNNError, RuntimeError):
+    """Training cannot go on: the loss or a dev metric became NaN or infinite."""
+
+
 class ModelFormatError(TextCNNError, ValueError):
     """A model directory is missing a file, is damaged, or comes from a newer format."""
 

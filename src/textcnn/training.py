@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import pad_batch, training_batches
+from .errors import ConfigError, TrainingError
 from .fastpath import native_bf16, training_forward
 
 
@@ -83,6 +84,19 @@ def sparse_embeddings(model: nn.Module):
             m.sparse = was
 
 
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Runs the block on a copy of PyTorch's random state seeded with ``seed``; the caller's is restored.
+
+    Results stay reproducible (the same seed gives the same weights) without resetting the global
+    generator under the caller's feet.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def training_path(model: nn.Module, device: torch.device) -> str:
     """The words ``--verbose`` uses for the training path."""
     precision = "float32" if device.type != "cpu" else (
@@ -104,9 +118,17 @@ def fit_model(
     """Trains ``model`` in place and leaves it holding the weights of its best dev epoch.
 
     ``log(message, level)`` receives progress lines (level 1) and the chosen code path (level 2).
+    PyTorch's global random state is left as it was (see :func:`seeded`).
+
+    Raises:
+        ConfigError: ``s.monitor`` is not a key of ``evaluate``'s dict.
+        TrainingError: the training loss or a dev metric is NaN or infinite.
     """
-    log = log or (lambda message, level=1: print(message))
-    torch.manual_seed(s.seed)
+    with seeded(s.seed):
+        return _fit(model, train_ids, train_targets, loss_fn, evaluate, s, log or (lambda message, level=1: print(message)))
+
+
+def _fit(model, train_ids, train_targets, loss_fn, evaluate, s: TrainSettings, log) -> TrainResult:
     rng = np.random.default_rng(s.seed)
     optimizers = make_optimizer(model, s.learning_rate, s.weight_decay, s.embedding_lr_scale)
     log(f"training path: {training_path(model, s.device)}", 2)
@@ -123,6 +145,7 @@ def fit_model(
         seconds = time.perf_counter() - started
         model.eval()
         dev = evaluate(model)
+        _check_scores(dev, train_loss, s.monitor, epoch)
         score = dev[s.monitor]
         # Ties on the monitored metric (common on small dev sets) go to the lower dev loss.
         improved = (score < best_score if minimise else score > best_score) or (
@@ -145,6 +168,21 @@ def fit_model(
         model.load_state_dict(best_state)
     model.eval()
     return TrainResult(history, best_epoch, float(best_score), stopped_early)
+
+
+def _check_scores(dev: dict, train_loss: float, monitor: str, epoch: int) -> None:
+    """Early stopping on a missing or NaN score would silently keep an arbitrary epoch: refuse instead."""
+    if monitor not in dev:
+        raise ConfigError(f"The 'monitor' parameter (--monitor) is {monitor!r}, but the dev evaluation reports only "
+                          f"{', '.join(map(repr, dev))}. Use one of those.")
+    bad = {k: v for k, v in {"train_loss": train_loss, **{f"dev_{k}": v for k, v in dev.items()}}.items()
+           if isinstance(v, (int, float)) and not math.isfinite(v)}
+    if bad:
+        raise TrainingError(
+            f"Epoch {epoch} gave {', '.join(f'{k}={v}' for k, v in bad.items())}: training diverged or the dev "
+            "set is empty, and early stopping cannot compare such scores. Lower --learning-rate "
+            "(learning_rate), and check that the dev set (--dev, validation_data) holds texts."
+        )
 
 
 def _run_epoch(model, train_ids, targets, lengths, loss_fn, optimizers, rng, s: TrainSettings, epoch: int) -> float:

@@ -12,6 +12,8 @@ from typing import Iterable
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
+MIN_COVERAGE = 0.5  # warn when the kept words cover less than this share of the training tokens
+MIN_WORDS = 10  # ... or when fewer words than this are kept out of more seen
 
 
 class Vocab:
@@ -31,7 +33,10 @@ class Vocab:
         min_freq: int = 1,
         max_size: int | None = None,
     ) -> "Vocab":
-        """Most frequent tokens first; ties broken by first appearance, so builds are deterministic."""
+        """Most frequent tokens first; ties broken by first appearance, so builds are deterministic.
+
+        ``counts`` holds the kept tokens' counts, ``seen`` every token's (for :func:`vocabulary_warning`).
+        """
         counts: Counter[str] = Counter()
         for tokens in token_lists:
             counts.update(tokens)
@@ -40,6 +45,7 @@ class Vocab:
             kept = kept[: max(max_size - 2, 0)]
         vocab = cls([PAD, UNK, *kept])
         vocab.counts = {t: counts[t] for t in kept}
+        vocab.seen = counts
         return vocab
 
     def extended(self, tokens: Iterable[str], max_size: int | None = None) -> "Vocab":
@@ -82,3 +88,28 @@ class Vocab:
             first = next(i for i, t in enumerate(tokens) if vocab.stoi[t] != i)
             raise ValueError(f"the token {tokens[first]!r} occurs more than once (ids {first} and {vocab.stoi[tokens[first]]})")
         return vocab
+
+
+def vocabulary_warning(vocab: Vocab, seen: Counter, min_freq: int, max_size: int | None) -> str | None:
+    """A warning when the vocabulary keeps few of the training words, naming the setting to change; else None.
+
+    ``seen`` counts every training token. Tokens left out become ``<unk>``: with ``min_freq=2`` on a
+    corpus of one-off words the model would see little but ``<unk>``.
+    """
+    total = sum(seen.values())
+    if not total:
+        return None
+    kept = [t for t in seen if t in vocab.stoi]
+    coverage = sum(seen[t] for t in kept) / total
+    if coverage >= MIN_COVERAGE and not len(kept) < MIN_WORDS < len(seen):
+        return None
+    fixes = []
+    if min_freq > 1 and any(n < min_freq for n in seen.values()):
+        fixes.append(f"lower --min-freq (min_freq={min_freq} drops words seen fewer than {min_freq} times; "
+                     "--min-freq 1 keeps every word)")
+    if max_size is not None and len(seen) > max_size - 2:
+        fixes.append(f"raise --max-vocab-size (max_vocab_size={max_size})")
+    advice = " or ".join(fixes) or "train on more text"
+    return (f"The vocabulary keeps {len(kept)} of the {len(seen)} distinct training tokens, covering "
+            f"{coverage:.0%} of the training tokens; every other token becomes {UNK}, so the model sees little of "
+            f"the text. To keep more, {advice}.")
