@@ -12,6 +12,7 @@ from .errors import (  # noqa: E402
     ModelFormatError,
     NotFittedError,
     TextCNNError,
+    TrainingError,
 )
 from .model import TextCNN  # noqa: E402
 from .serialization import load_model as load  # noqa: E402
@@ -28,6 +29,7 @@ __all__ = [
     "DataFormatError",
     "ModelFormatError",
     "NotFittedError",
+    "TrainingError",
     "MissingDependencyError",
     "__version__",
 ]
