@@ -12,6 +12,7 @@ from .errors import (  # noqa: E402
     ModelFormatError,
     NotFittedError,
     TextCNNError,
+    TrainingError,
 )
 from .model import TextCNN  # noqa: E402
 
@@ -27,6 +28,7 @@ __all__ = [
     "DataFormatError",
     "ModelFormatError",
     "NotFittedError",
+    "TrainingError",
     "MissingDependencyError",
     "__version__",
 ]
