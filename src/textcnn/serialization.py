@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,6 +319,9 @@ def _check_state(file: Path, state: dict, expected: dict, vocab_size: int, num_c
                   ("wrong dtypes", dtypes)) if items]
         raise ModelFormatError(f"{file} does not match {CONFIG} ({'; '.join(found)}). The files come from "
                                f"different models or were damaged; copy the whole directory of one model. {FIX}")
-    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    # A NaN or infinity anywhere makes the sum non-finite (one fast pass); huge finite values can
+    # too, so a non-finite sum is confirmed element-wise.
+    bad = [k for k, t in state.items() if t.is_floating_point() and not math.isfinite(t.sum())
+           and not bool(torch.isfinite(t).all())]
     if bad:
         raise ModelFormatError(f"{file} holds NaN or infinite weights in {', '.join(bad[:5])}. {FIX}")
