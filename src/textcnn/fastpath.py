@@ -241,10 +241,12 @@ class TableEngine:
             invalid = _invalid_windows(lengths, k, bags.shape[1])  # (B, L)
             if m.norms is None:  # cheaper than masking the sums: a bag that starts at the sentinel sums to -inf
                 bags[:, :, 0].masked_fill_(invalid, sentinel)
-            c = m.before_max(_bag_sum(bags, self.rows).transpose(1, 2), i)  # (B, F, L)
-            if m.norms is not None:  # after batch norm: a negative scale would turn -inf into +inf
-                c = c.masked_fill(invalid.unsqueeze(1), float("-inf"))  # (B, F, L)
-            values.append(m.after_max(c.amax(dim=2), i))  # (B, F)
+            c = _bag_sum(bags, self.rows)  # (B, L, F)
+            if m.norms is not None:  # (without, before_max is the identity) masked after batch norm: a negative
+                # scale would turn -inf into +inf
+                c = m.before_max(c.transpose(1, 2), i).masked_fill(invalid.unsqueeze(1), float("-inf"))  # (B, F, L)
+                c = c.transpose(1, 2)  # (B, L, F)
+            values.append(m.after_max(c.amax(dim=1), i))  # (B, F)
         return torch.cat(values, dim=1)  # (B, F*n)
 
     @torch.no_grad()
