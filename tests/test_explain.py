@@ -6,6 +6,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from .serving import tiny_corpus, train_tiny
 
 from textcnn import ConfigError, NotFittedError, TextCNN, TextCNNClassifier
@@ -76,6 +78,18 @@ def test_contributions_add_up_to_every_logit(clf):
 def test_multi_label_contributions_add_up(multi_clf):
     explanations = _check_sums(multi_clf, TEXTS)
     assert "labels" in explanations[0]["prediction"]
+
+
+# Known and unknown words, punctuation, accents, emoji: texts of 0 to 12 tokens, and raw Unicode.
+_WORDS = st.sampled_from(["who", "what", "where", "how", "many", "the", "river", "kings", "paris", "old", "city",
+                          "zzz", "qqq", "?", ",", "  ", "ÉTÉ", "naïve", "🙂", "\u200b", "שלום"])
+_TEXTS = st.lists(st.lists(_WORDS, max_size=12).map(" ".join) | st.text(max_size=40), min_size=1, max_size=4)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(texts=_TEXTS)
+def test_contributions_add_up_for_random_texts(clf, texts):
+    _check_sums(clf, texts)
 
 
 def test_spans_point_at_the_original_characters(clf):

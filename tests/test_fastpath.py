@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from textcnn import TextCNNClassifier, load
 from textcnn.data import pad_batch
 from textcnn.errors import ConfigError
-from textcnn.fastpath import Predictor, TableEngine, deduplicated_forward, table_budget_bytes, table_bytes
+from textcnn.fastpath import Engine, Predictor, TableEngine, deduplicated_forward, table_budget_bytes, table_bytes
 from textcnn.model import TextCNN
 from textcnn.tokenizers import make_tokenizer
 from textcnn.training import make_optimizer, sparse_embeddings, training_path
@@ -133,14 +133,137 @@ def test_classifier_fast_path_agrees_with_the_plain_forward(fitted):
     assert np.allclose(fitted.predict_proba(many), np.tile(proba, (7, 1)), atol=1e-6)
 
 
-def test_tables_follow_weight_changes(fitted):
-    clf = copy.deepcopy(fitted)
-    before = clf.predict_proba(probe_texts())
+def _scale_data(m):  # a write through .data: PyTorch's version counter does not see it
+    m.convs[0].weight.data.mul_(-2.0)
+
+
+def _redraw_embedding_data(m):
+    new = torch.randn(m.embedding.weight.shape, generator=torch.Generator().manual_seed(3))
+    m.embedding.weight.data.copy_(new.index_fill_(0, torch.tensor([0]), 0.0))  # the padding row stays zero
+
+
+def _bias_data(m):
+    m.convs[1].bias.data.add_(0.5)
+
+
+def _assign_data(m):
+    m.convs[0].weight.data = -2.0 * m.convs[0].weight.data
+
+
+def _no_grad_in_place(m):
     with torch.no_grad():
-        clf.model_.convs[0].weight.mul_(-2.0)
-    after = clf.predict_proba(probe_texts())
-    assert not np.allclose(before, after)
-    assert np.allclose(after, F.softmax(clf._logits_from_ids(clf.encode(probe_texts()), fast=False), 1).numpy(), atol=1e-5)
+        m.convs[0].weight.mul_(-2.0)
+        m.embedding.weight[2:5] = 0.3  # a few rows only
+
+
+def _inference_mode_in_place(m):
+    with torch.inference_mode():
+        m.convs[2].bias.add_(0.5)
+
+
+def _load_state_dict(m):
+    m.load_state_dict({k: -v if k.startswith("convs") else v for k, v in m.state_dict().items()})
+
+
+def _load_state_dict_assign(m):  # new Parameter objects: the old ones are left untouched
+    m.load_state_dict({k: -v.clone() if k.startswith("convs") else v for k, v in m.state_dict().items()}, assign=True)
+
+
+def _new_parameter(m):
+    m.convs[0].weight = torch.nn.Parameter(-2.0 * m.convs[0].weight.detach())
+
+
+def _numpy_rows_then_weights_changed(m):  # few values, behind PyTorch's back: the model must be told
+    m.embedding.weight.detach().numpy()[2:6] = 0.4
+    m.weights_changed()
+
+
+def _warm_start_training(m):  # more steps of textcnn's own optimizers on the same module
+    optimizers = make_optimizer(m, 0.05, 0.0)
+    ids = pad_batch(fitted_ids(), 4)
+    m.train()
+    with sparse_embeddings(m):
+        for _ in range(3):
+            for o in optimizers:
+                o.zero_grad()
+            F.cross_entropy(deduplicated_forward(m, ids), torch.ones(len(ids), dtype=torch.long)).backward()
+            for o in optimizers:
+                o.step()
+    m.eval()
+
+
+def fitted_ids() -> list[list[int]]:
+    return [[3, 4, 5], [6, 7], [8, 9, 10, 11, 2], [5]]
+
+
+WEIGHT_EDITS = [_scale_data, _redraw_embedding_data, _bias_data, _assign_data, _no_grad_in_place,
+                _inference_mode_in_place, _load_state_dict, _load_state_dict_assign, _new_parameter,
+                _numpy_rows_then_weights_changed, _warm_start_training]
+
+
+@pytest.mark.parametrize("edit", WEIGHT_EDITS, ids=lambda f: f.__name__.strip("_"))
+def test_tables_follow_weight_changes(fitted, edit):
+    clf = copy.deepcopy(fitted)
+    texts = probe_texts()
+    before = clf.predict_proba(texts)
+    clf.predict_proba(texts * 7)  # builds the tables; both engines (fused kernel: few texts; embedding_bag: many)
+    edit(clf.model_)
+    plain = F.softmax(clf._logits_from_ids(clf.encode(texts), fast=False), 1).numpy()
+    assert not np.allclose(before, plain, atol=1e-4)
+    assert np.allclose(clf.predict_proba(texts), plain, atol=1e-5)
+    assert np.allclose(clf.predict_proba(texts * 7), np.tile(plain, (7, 1)), atol=1e-5)
+
+
+def test_tables_follow_a_new_fit(fitted):
+    clf = copy.deepcopy(fitted)
+    texts = probe_texts()
+    before = clf.predict_proba(texts)
+    rng = np.random.default_rng(1)
+    clf.fit([" ".join(rng.choice(WORDS, size=4)) for _ in range(60)], ["a", "b", "c"] * 20)
+    after = clf.predict_proba(texts)
+    assert after.shape == (len(texts), 3) and before.shape != after.shape
+    plain = F.softmax(clf._logits_from_ids(clf.encode(texts), fast=False), 1).numpy()
+    assert np.allclose(after, plain, atol=1e-5)
+
+
+def test_weights_key_is_unchanged_by_reads_and_unrelated_modules():
+    model = small_model()
+    engine = TableEngine(model)
+    with torch.no_grad():
+        model(ragged_ids())
+    model.fc.weight.data.mul_(2.0)  # read live at each call: not part of the tables
+    TextCNN(vocab_size=5, embedding_size=2, feature_size=2, window_sizes=(1,), num_class=2)  # registers parameters
+    assert engine.is_current()
+    model.weights_changed()
+    assert not engine.is_current()
+
+
+def test_the_engine_is_chosen_by_value_not_by_its_description(monkeypatch):
+    import textcnn.fastpath as fastpath
+
+    cpu = torch.device("cpu")
+    assert Predictor().choose(small_model(), cpu)[0] is Engine.TABLES_FUSED
+    assert Predictor().choose(small_model(batch_norm=True), cpu)[0] is Engine.TABLES
+    assert Predictor().choose(small_model().double(), cpu)[0] is Engine.PLAIN
+    assert Predictor().choose(small_model(), torch.device("cuda"))[0] is Engine.PLAIN
+    monkeypatch.setenv("TEXTCNN_TABLE_MAX_MB", "0")
+    assert Predictor().choose(small_model(), cpu)[0] is Engine.PLAIN
+    monkeypatch.delenv("TEXTCNN_TABLE_MAX_MB")
+    # The words are for people: rewording them changes no choice.
+    real = Predictor.choose
+    monkeypatch.setattr(Predictor, "choose", lambda self, m, d: (real(self, m, d)[0], "exact words reworded"))
+    assert isinstance(Predictor().engine(small_model(), cpu), TableEngine)
+    monkeypatch.setattr(Predictor, "choose", lambda self, m, d: (Engine.PLAIN, "exact per-word tables"))
+    assert Predictor().engine(small_model(), cpu) is None
+    assert fastpath.Engine.PLAIN.value == "plain"
+
+
+def test_a_float64_model_predicts_through_its_own_forward(fitted):
+    clf = copy.deepcopy(fitted)
+    expected = clf.predict_proba(probe_texts())
+    clf.model_.double()
+    assert clf._forward(torch.device("cpu")) is clf.model_
+    assert np.allclose(clf.predict_proba(probe_texts()), expected, atol=1e-5)
 
 
 def test_table_budget_falls_back_and_verbose_names_the_path(fitted, monkeypatch, capsys):

@@ -97,3 +97,27 @@ def test_summary_text_shows_the_formula_and_parameters():
     assert f"{sum(p.numel() for p in model.parameters()):,}" in text
     with pytest.raises(ValueError, match="shorter than the widest window"):
         render_summary(model, batch_size=2, text_len=2)
+
+
+def test_padding_ids_have_one_definition():
+    """PAD_ID/UNK_ID live in vocab.py (torch-free); every other module imports them."""
+    import pathlib
+    import re
+
+    import textcnn
+    from textcnn import data, model, vocab
+
+    assert model.PAD_ID is vocab.PAD_ID and data.PAD_ID is vocab.PAD_ID
+    package = pathlib.Path(textcnn.__file__).parent
+    defining = [p.name for p in package.glob("*.py") if re.search(r"^\s*(PAD_ID|UNK_ID)\b[^=\n]*=", p.read_text(), re.M)]
+    assert defining == ["vocab.py"]
+
+
+def test_short_texts_are_padded_to_the_widest_window_with_pad_id():
+    from textcnn.model import PAD_ID, min_length, pad_to_widest, text_lengths
+
+    ids = torch.tensor([[5, 6], [7, PAD_ID]])
+    padded = pad_to_widest(ids, (2, 4))
+    assert min_length((2, 4)) == 4 and padded.tolist() == [[5, 6, PAD_ID, PAD_ID], [7, PAD_ID, PAD_ID, PAD_ID]]
+    assert pad_to_widest(ids, (1, 2)) is ids  # long enough: unchanged
+    assert text_lengths(padded).tolist() == [2, 1]

@@ -317,15 +317,14 @@ class TextCNNClassifier:
         if was_training:  # eval() walks every module: only when needed, single texts are latency-bound
             self.model_.eval()
         forward = self._forward(device) if fast else self.model_
-        min_len = max(self.config_.window_sizes)
         if getattr(forward, "fused_for", lambda n: False)(len(ids)):  # few texts: the fused kernel, unpadded
             out = forward.logits_lists(ids)
         elif len(ids) == 1:  # one text: no sorting, no scatter
-            out = forward(pad_batch(ids, min_len).to(device)).float().cpu()  # (1, C)
+            out = forward(pad_batch(ids).to(device)).float().cpu()  # (1, C): each engine pads to its widest window
         else:
             out = torch.empty(len(ids), len(self.classes_))
             for batch in length_batches([len(x) for x in ids], PREDICT_BATCH, PREDICT_TOKENS):
-                x = pad_batch([ids[i] for i in batch], min_len).to(device)  # (B, T)
+                x = pad_batch([ids[i] for i in batch]).to(device)  # (B, T)
                 out[torch.from_numpy(batch)] = forward(x).float().cpu()
         if was_training:
             self.model_.train()

@@ -21,6 +21,7 @@ import torch
 
 from .errors import DataFormatError
 from .labels import canonical
+from .vocab import PAD_ID
 
 FORMATS = ("csv", "tsv", "jsonl", "fasttext", "lines")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -307,10 +308,10 @@ def stratified_split(labels: Sequence, fraction: float, seed: int) -> tuple[list
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], min_len: int = 1) -> torch.Tensor:
-    """Right-pads id lists with 0 to the longest (at least ``min_len``): (B, T) int64."""
+    """Right-pads id lists with PAD_ID to the longest (at least ``min_len``): (B, T) int64."""
     lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))  # (B,)
     width = max(min_len, int(lengths.max(initial=0)))
-    out = np.zeros((len(seqs), width), dtype=np.int64)
+    out = np.full((len(seqs), width), PAD_ID, dtype=np.int64)
     # One vectorised scatter instead of a Python loop over rows.
     out[np.arange(width) < lengths[:, None]] = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64,
                                                            count=int(lengths.sum()))

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataFormatError, missing_dependency
+from .vocab import PAD_ID, UNK_ID
 
-PAD_ID, UNK_ID = 0, 1
 MATRIX_SUFFIXES = (".npy", ".npz")
 VOCAB_NAMES = ("{stem}.vocab.txt", "{stem}.vocab.json", "vocab.txt", "vocab.json")
 _NPZ_KEYS = ("embeddings", "vectors", "embedding", "weight", "arr_0")

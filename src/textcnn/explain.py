@@ -35,6 +35,7 @@ import torch
 
 from .data import check_texts, length_batches, pad_batch, to_python
 from .errors import ConfigError
+from .model import min_length
 from .vocab import UNK_ID
 
 EXPLAIN_BATCH = 256
@@ -67,7 +68,7 @@ def explain(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> li
     spans = [clf.tokenizer_.tokenize_with_spans(t) for t in texts]
     limit = clf.config_.max_text_len
     ids = [clf.vocab_.encode([tok for tok, _, _ in s[:limit]]) for s in spans]
-    pooled, positions = _pool_all(clf.model_, ids, max(clf.config_.window_sizes))
+    pooled, positions = _pool_all(clf.model_, ids, min_length(clf.model_.window_sizes))
     weight = clf.model_.fc.weight.detach().double().numpy()  # (C, F*n)
     bias = clf.model_.fc.bias.detach().double().numpy()  # (C,)
     # The prediction shown comes from these very logits (the exact float32 model), not a faster path.
@@ -183,7 +184,7 @@ def _walk(clf, text, used, pooled, positions, contrib, bias) -> dict:
     """The seed's shape walk-through for this one text, with the winner of each window size."""
     model = clf.model_
     n = len(used)
-    length = max(n, max(model.window_sizes))  # texts shorter than the widest window are padded to it
+    length = max(n, min_length(model.window_sizes))  # texts shorter than the widest window are padded to it
     emb = model.embedding.embedding_dim * (2 if model.static_embedding is not None else 1)
     feature_size = model.fc.in_features // len(model.window_sizes)
     branches = []

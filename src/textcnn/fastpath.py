@@ -17,9 +17,14 @@ in float32 up to summation order. One table serves two engines:
 
 Memory rule: the tables hold ``vocab_size * feature_size * sum(window_sizes)`` float32 numbers
 (the seed's 50,000 words, 100 filters, windows 3-6: 343 MB). They are built lazily at the first
-prediction (a fraction of a second), rebuilt when the weights change, never saved, and used only
-when that size is at most ``TEXTCNN_TABLE_MAX_MB`` megabytes (environment variable; default 1024,
-0 turns the tables off). Otherwise, and on a GPU, prediction runs the model's own float32 forward.
+prediction (a fraction of a second), rebuilt when the weights change (see :class:`WeightsKey` for
+exactly which changes are seen), never saved, and used only when that size is at most
+``TEXTCNN_TABLE_MAX_MB`` megabytes (environment variable; default 1024, 0 turns the tables off).
+Otherwise, on a GPU and for models not in float32, prediction runs the model's own forward.
+
+Every engine here derives the model function from the helpers in :mod:`textcnn.model` (padding,
+valid windows, bias/batch norm/ReLU around the max); the numba kernel, which cannot call torch,
+mirrors them and is checked against the model in ``tests/test_engines.py``.
 
 Training. The same idea per batch: the B*T tokens of a batch hold only U distinct words, so the
 products of those words with every filter offset are one (U, C_in) @ (C_in, sum(k)*F) GEMM
@@ -33,7 +38,10 @@ has native bfloat16 (AVX512-BF16 or AMX); elsewhere it is emulated and slower th
 
 from __future__ import annotations
 
+import ctypes
+import enum
 import itertools
+import operator
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .model import TextCNN, _invalid_windows
+from .model import TextCNN, _invalid_windows, pad_to_widest, text_lengths
 
 DEFAULT_TABLE_MAX_MB = 1024
 
@@ -77,6 +85,80 @@ def native_bf16() -> bool:
     return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
+class WeightsKey:
+    """A fingerprint of the weights the tables copy, cheap enough to check on every prediction.
+
+    The tables copy the embedding tables and the convolutions' weights and biases; batch norm and
+    the last layer are read live at each call, so any change to them shows at once. ``matches``
+    (a few microseconds) compares, for each copied tensor:
+
+    * its version counter, which PyTorch bumps on every in-place operation on the tensor or a view
+      of it, with or without ``torch.no_grad()`` or ``torch.inference_mode()``: optimizer steps,
+      ``load_state_dict``, ``w.add_(...)``, ``w[3] = 0``, and so everything textcnn itself does to
+      weights (training, max-norm, pretrained vectors, loading);
+    * its storage address: catches ``param.data = other`` and ``model.to(...)``;
+    * which tensor object the model holds, re-read whenever a parameter was registered with any
+      module of the process since: catches ``conv.weight = nn.Parameter(...)`` and
+      ``load_state_dict(..., assign=True)``;
+    * ``SAMPLES`` of its values (their bits: the largest in each part of the tensor), which catch
+      writes that bypass the version counter (through ``param.data`` or a NumPy view) when they
+      change a sampled value: ``param.data.mul_(2)``, ``.copy_(other)``, ``.normal_()`` do; an edit
+      of a few values (``param.data[7] = 0``, pruning small weights) most likely does not;
+    * ``model.weights_version``: after such a write, call ``model.weights_changed()``
+      (``clf.model_.weights_changed()``) and the next prediction rebuilds the tables.
+    """
+
+    SAMPLES = 2
+
+    def __init__(self, model: TextCNN) -> None:
+        self.version, self.registrations = model.weights_version, _REGISTRATIONS[0]
+        self.tensors = _table_sources(model)
+        self.versions = list(map(_VERSION, self.tensors))
+        self.pointers = list(map(torch.Tensor.data_ptr, self.tensors))
+        self.probes = [probe for t in self.tensors for probe in _probes(t, self.SAMPLES)]
+        self.values = [probe.value for probe in self.probes]
+
+    def matches(self, model: TextCNN) -> bool:
+        """Whether ``model`` holds the weights this key was taken from (see the class docstring)."""
+        if self.registrations != _REGISTRATIONS[0]:  # rare: read which tensors the model holds
+            if not all(map(operator.is_, _table_sources(model), self.tensors)):
+                return False
+            self.registrations = _REGISTRATIONS[0]
+        return (model.weights_version == self.version and list(map(_VERSION, self.tensors)) == self.versions
+                and list(map(torch.Tensor.data_ptr, self.tensors)) == self.pointers
+                and [probe.value for probe in self.probes] == self.values)
+
+
+_VERSION = operator.attrgetter("_version")
+_REGISTRATIONS = [0]  # parameters registered with any module of this process (nn.Module setattr included)
+
+
+def _count_registration(module: nn.Module, name: str, param) -> None:
+    _REGISTRATIONS[0] += 1
+
+
+torch.nn.modules.module.register_module_parameter_registration_hook(_count_registration)
+
+
+def _table_sources(model: TextCNN) -> list[torch.Tensor]:
+    """The tensors the tables are computed from."""
+    static = [] if model.static_embedding is None else [model.static_embedding.weight]
+    return [model.embedding.weight, *static, *(p for conv in model.convs for p in (conv.weight, conv.bias))]
+
+
+def _probes(t: torch.Tensor, n: int) -> list[ctypes.c_int32]:
+    """The bits of the largest value in each of ``n`` parts of float32 ``t``, read live from its storage.
+
+    The largest are not zero (the padding row is), so scaling or redrawing the tensor changes them.
+    Bits, so a NaN weight still equals itself; ctypes, since reading one is 3x faster than NumPy
+    indexing. Each probe keeps a NumPy view, and so the storage it reads, alive.
+    """
+    flat = t.detach().reshape(-1).numpy()  # a view: shares t's storage
+    bounds = np.linspace(0, flat.size, n + 1).astype(np.int64)
+    return [ctypes.c_int32.from_buffer(flat, 4 * int(lo + np.abs(flat[lo:hi]).argmax()))
+            for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+
 class TableEngine:
     """Exact inference for a TextCNN in eval mode through per-word tables.
 
@@ -91,33 +173,24 @@ class TableEngine:
     def __init__(self, model: TextCNN) -> None:
         self.model = model
         self.size = table_bytes(model)
-        self._tensors = [*model.parameters(), *model.buffers()]
-        self.key = self._key()
+        self.key = WeightsKey(model)
         self.kernel = fused_kernel() if model.norms is None else None
         self.ks = np.asarray(model.window_sizes, dtype=np.int64)
         self.kofs = np.concatenate([[0], np.cumsum(self.ks)[:-1]]).astype(np.int64)  # first block of each size
         blocks, n_filters = int(self.ks.sum()), model.convs[0].out_channels
         with torch.no_grad():
-            x = model.embedding.weight  # (V, E)
-            if model.static_embedding is not None:
-                x = torch.cat([x, model.static_embedding.weight], dim=1)  # (V, 2E)
-            # Column block kofs[i] + j holds W_i[:, :, j]: word w's products with every (size, offset).
-            w = torch.cat([conv.weight.permute(1, 2, 0).reshape(x.shape[1], -1) for conv in model.convs], 1)
+            x = model.lookup(torch.arange(model.embedding.num_embeddings))  # (V, C_in): every word's input
             rows = torch.empty(x.shape[0] * blocks + 1, n_filters)  # (V*S + 1, F)
-            torch.mm(x, w, out=rows[:-1].view(x.shape[0], blocks * n_filters))
+            # word w's products with every (size, offset): row w*S + kofs[i] + j
+            torch.mm(x, offset_weights(model), out=rows[:-1].view(x.shape[0], blocks * n_filters))
             rows[-1] = float("-inf")  # a bag that starts here sums to -inf: windows past a text never win
             self.rows = rows  # row w*S + kofs[i] + j, for embedding_bag
             self.table = rows[:-1].numpy().reshape(x.shape[0], blocks * n_filters)  # (V, S*F) view, for the kernel
             self.bias = torch.cat([conv.bias for conv in model.convs]).numpy().copy()  # (F*n,)
 
-    def _key(self) -> tuple:
-        # In-place changes (optimizer steps, load_state_dict) bump _version; .to() swaps the storage.
-        return tuple((t.data_ptr(), t._version) for t in self._tensors)
-
     def is_current(self) -> bool:
-        """Whether the weights are unchanged since the tables were built (a Parameter object
-        assigned anew, rather than changed in place, is not noticed: rebuild the classifier's model)."""
-        return self.key == self._key()
+        """Whether the weights the tables copy are unchanged since they were built (see :class:`WeightsKey`)."""
+        return self.key.matches(self.model)
 
     def fused_for(self, n_texts: int) -> bool:
         """Whether ``logits_lists`` should serve a call of ``n_texts`` texts: the fused kernel has no
@@ -158,30 +231,35 @@ class TableEngine:
     def pool(self, ids: torch.Tensor) -> torch.Tensor:
         """The same as ``model.pool(ids)`` in eval mode: (B, T) ids -> (B, F * n) features."""
         m = self.model
-        short = max(m.window_sizes) - ids.shape[1]
-        if short > 0:
-            ids = F.pad(ids, (0, short), value=0)  # (B, max_k)
-        lengths = (ids != 0).sum(dim=1)  # (B,)
+        ids = pad_to_widest(ids, m.window_sizes)  # (B, T)
+        lengths = text_lengths(ids)  # (B,)
         blocks, sentinel = int(self.ks.sum()), self.rows.shape[0] - 1
         values = []
         for i, (k, first) in enumerate(zip(m.window_sizes, self.kofs.tolist())):
-            n_windows = ids.shape[1] - k + 1
             # (B, L, k): the row of word t+j at offset j of size i
             bags = ids.unfold(1, k, 1) * blocks + (first + torch.arange(k))
-            invalid = _invalid_windows(lengths, k, n_windows)  # (B, L)
-            if m.norms is None:
-                bags[:, :, 0].masked_fill_(invalid, sentinel)  # its sum is -inf
+            invalid = _invalid_windows(lengths, k, bags.shape[1])  # (B, L)
+            if m.norms is None:  # cheaper than masking the sums: a bag that starts at the sentinel sums to -inf
+                bags[:, :, 0].masked_fill_(invalid, sentinel)
             c = _bag_sum(bags, self.rows)  # (B, L, F)
-            if m.norms is not None:
-                c = F.relu(m.norms[i](c.transpose(1, 2) + m.convs[i].bias.unsqueeze(1)).transpose(1, 2))
-                c = c.masked_fill(invalid.unsqueeze(2), float("-inf"))  # (B, L, F)
-            v = c.amax(dim=1)  # (B, F)
-            values.append(v if m.norms is not None else F.relu(v + m.convs[i].bias))
+            if m.norms is not None:  # (without, before_max is the identity) masked after batch norm: a negative
+                # scale would turn -inf into +inf
+                c = m.before_max(c.transpose(1, 2), i).masked_fill(invalid.unsqueeze(1), float("-inf"))  # (B, F, L)
+                c = c.transpose(1, 2)  # (B, L, F)
+            values.append(m.after_max(c.amax(dim=1), i))  # (B, F)
         return torch.cat(values, dim=1)  # (B, F*n)
 
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.fc(self.pool(ids))  # (B, C)
+
+
+def offset_weights(model: TextCNN) -> torch.Tensor:
+    """The convolutions' weights per offset, (C_in, sum(k) * F): column block kofs[i] + j holds W_i[:, :, j].
+
+    A window's convolution (without bias) is the sum over offsets j of ``x[t + j] @ block(i, j)``.
+    """
+    return torch.cat([conv.weight.permute(1, 2, 0).reshape(conv.in_channels, -1) for conv in model.convs], dim=1)
 
 
 # Measured (benchmarks/README.md): for 16 texts the kernel takes 0.60 vs 1.01 ms (35 tokens each) and
@@ -215,10 +293,19 @@ def _bag_sum(bags: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return out.view(bags.shape[0], bags.shape[1], -1)  # (B, L, F)
 
 
+class Engine(enum.Enum):
+    """The engines that serve predictions (:meth:`Predictor.choose` picks one)."""
+
+    PLAIN = "plain"  # the model's own forward
+    TABLES = "tables"  # per-word tables, embedding_bag for every call
+    TABLES_FUSED = "tables+fused"  # per-word tables, the fused numba kernel for few texts
+
+
 class Predictor:
     """Chooses and caches the inference path of a model; thread-safe, built lazily.
 
-    ``path(model, device)`` names the path; calling it returns logits for padded ids (B, T).
+    ``choose(model, device)`` gives the engine and the reason in words (``path`` only the words);
+    ``engine(model, device)`` gives the table engine to call, or None for the model's own forward.
     """
 
     def __init__(self) -> None:
@@ -232,19 +319,28 @@ class Predictor:
     def __setstate__(self, state: dict) -> None:
         self.__init__()
 
-    def path(self, model: TextCNN, device: torch.device) -> str:
+    def choose(self, model: TextCNN, device: torch.device) -> tuple[Engine, str]:
+        """The engine for ``model`` on ``device``, and why (for ``--verbose``)."""
+        dtype = str(model.embedding.weight.dtype).removeprefix("torch.")
         if device.type != "cpu":
-            return f"plain float32 forward on {device.type} (the tables are a CPU path)"
+            return Engine.PLAIN, f"plain {dtype} forward on {device.type} (the tables are a CPU path)"
+        if dtype != "float32":
+            return Engine.PLAIN, f"plain {dtype} forward (the tables are float32)"
         size, budget = table_bytes(model), table_budget_bytes()
         if size > budget:
-            return (f"plain float32 forward (the tables would take {size / 2**20:.0f} MB, over "
-                    f"TEXTCNN_TABLE_MAX_MB={budget / 2**20:.0f})")
+            return Engine.PLAIN, (f"plain float32 forward (the tables would take {size / 2**20:.0f} MB, over "
+                                  f"TEXTCNN_TABLE_MAX_MB={budget / 2**20:.0f})")
+        tables = f"exact per-word tables ({size / 2**20:.0f} MB"
         if model.norms is not None:
-            return f"exact per-word tables ({size / 2**20:.0f} MB, embedding_bag; batch norm: no fused kernel)"
+            return Engine.TABLES, f"{tables}, embedding_bag; batch norm: no fused kernel)"
         if fused_kernel() is None:
-            return f"exact per-word tables ({size / 2**20:.0f} MB, embedding_bag; {no_kernel_reason()})"
-        return (f"exact per-word tables ({size / 2**20:.0f} MB): embedding_bag on length-sorted batches, "
-                f"a fused numba kernel for calls of up to {FUSED_MAX_TEXTS} texts")
+            return Engine.TABLES, f"{tables}, embedding_bag; {no_kernel_reason()})"
+        return Engine.TABLES_FUSED, (f"{tables}): embedding_bag on length-sorted batches, "
+                                     f"a fused numba kernel for calls of up to {FUSED_MAX_TEXTS} texts")
+
+    def path(self, model: TextCNN, device: torch.device) -> str:
+        """The prediction path in words."""
+        return self.choose(model, device)[1]
 
     def engine(self, model: TextCNN, device: torch.device, log=None) -> TableEngine | None:
         """The table engine for ``model`` (built or rebuilt when its weights changed), or None."""
@@ -252,12 +348,12 @@ class Predictor:
         if (device.type == "cpu" and engine is not None and engine.model is model and self._said is not None
                 and engine.size <= table_budget_bytes() and engine.is_current()):
             return engine  # the common case, kept cheap for single texts
-        path = self.path(model, device)
+        kind, path = self.choose(model, device)
         if path != self._said:
             if log is not None:
                 log(f"prediction path: {path}", 2)
             self._said = path
-        if not path.startswith("exact"):
+        if kind is Engine.PLAIN:
             return None
         with self._lock:
             engine = self._engine
@@ -365,21 +461,15 @@ def deduplicated_forward(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
     about B*T/U (2x on short texts, 5x on long ones), and the products are large GEMMs instead of
     convolutions. The same function as ``model.forward`` (batch norm excluded), differentiable.
     """
-    short = max(model.window_sizes) - ids.shape[1]
-    if short > 0:
-        ids = F.pad(ids, (0, short), value=0)  # (B, max_k)
+    ids = pad_to_widest(ids, model.window_sizes)  # (B, T)
     words, inverse = torch.unique(ids, return_inverse=True)  # (U,), (B, T)
-    x = model.embedding(words)  # (U, E)
-    if model.static_embedding is not None:
-        x = torch.cat([x, model.static_embedding(words)], dim=1)  # (U, 2E)
-    lengths = (ids != 0).sum(dim=1)  # (B,)
+    x = model.lookup(words)  # (U, C_in)
+    lengths = text_lengths(ids)  # (B,)
     n_filters = model.convs[0].out_channels
-    # One GEMM for every window size and offset: column block (k, j) holds W_k[:, :, j].
-    w = torch.cat([conv.weight.permute(1, 2, 0).reshape(x.shape[1], -1) for conv in model.convs], dim=1)
-    products = x @ w  # (U, sum(k)*F)
+    products = x @ offset_weights(model)  # (U, sum(k)*F): one GEMM for every window size and offset
     neg = x.new_full((1, n_filters), float("-inf"))  # (1, F)
     values, start = [], 0
-    for conv, k in zip(model.convs, model.window_sizes):
+    for i, k in enumerate(model.window_sizes):
         block = products[:, start : start + k * n_filters].reshape(-1, n_filters)  # (U*k, F), row u*k+j
         start += k * n_filters
         rows = torch.cat([block, neg])  # (U*k + 1, F): a bag starting at the last row sums to -inf
@@ -390,7 +480,7 @@ def deduplicated_forward(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
         else:
             c = F.embedding_bag(bags.reshape(-1, k), rows, mode="sum")  # (B*L, F)
             v = c.view(ids.shape[0], -1, n_filters).amax(dim=1)  # (B, F)
-        values.append(F.relu(v + conv.bias))  # (B, F)
+        values.append(model.after_max(v, i))  # (B, F)
     return model.fc(model.dropout(torch.cat(values, dim=1)))  # (B, C)
 
 

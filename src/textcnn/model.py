@@ -10,6 +10,13 @@ dropout -> linear. Two departures from the tutorial, both exact rewrites of the 
 * Without batch norm, ``max(relu(conv(x) + b)) == relu(max(conv(x)) + b)``: the bias and ReLU are
   applied after the max, on (B, F) instead of (B, F, L).
 
+Every engine (this forward, ``shape_walk``, the table engine, the numba kernel and the training
+forward in :mod:`textcnn.fastpath`, the explanations) derives the function from the helpers here:
+:func:`min_length` and :func:`pad_to_widest` (the padding rule), :func:`text_lengths` and
+:func:`_invalid_windows` (which windows may win), :meth:`TextCNN.lookup` (the convolutions' input
+vectors), :meth:`TextCNN.before_max` and :meth:`TextCNN.after_max` (bias, batch norm and ReLU
+around the max). ``tests/test_engines.py`` checks every engine against this forward.
+
 Pure torch: no I/O, tokenizers or losses here.
 """
 
@@ -20,8 +27,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DEFAULT_EMBEDDING_SIZE, TextCNNConfig, default_window_sizes
+from .vocab import PAD_ID
 
-PAD_ID = 0
+
+def min_length(window_sizes: tuple[int, ...]) -> int:
+    """The shortest length a text runs at: the widest window (shorter texts are padded to it)."""
+    return max(window_sizes)
+
+
+def pad_to_widest(ids: torch.Tensor, window_sizes: tuple[int, ...]) -> torch.Tensor:
+    """Right-pads ids (B, T) with PAD_ID to at least :func:`min_length` columns."""
+    short = min_length(window_sizes) - ids.shape[1]
+    return F.pad(ids, (0, short), value=PAD_ID) if short > 0 else ids  # (B, max(T, max_k))
+
+
+def text_lengths(ids: torch.Tensor) -> torch.Tensor:
+    """Real tokens per row of right-padded ids (B, T): (B,)."""
+    return (ids != PAD_ID).sum(dim=1)  # (B,)
 
 
 class TextCNN(nn.Module):
@@ -62,6 +84,7 @@ class TextCNN(nn.Module):
         self.norms = nn.ModuleList(nn.BatchNorm1d(feature_size) for _ in self.window_sizes) if batch_norm else None
         self.dropout = nn.Dropout(dropout_rate)
         self.fc = nn.Linear(feature_size * len(self.window_sizes), num_class)
+        self.weights_version = 0  # see weights_changed
         self.reset_embeddings()
 
     def reset_embeddings(self) -> None:
@@ -72,36 +95,60 @@ class TextCNN(nn.Module):
                     table.weight.uniform_(-0.25, 0.25)
                     table.weight[PAD_ID].zero_()
 
+    def weights_changed(self) -> None:
+        """Says the weights changed behind PyTorch's back, so caches built from them are rebuilt.
+
+        Needed only after writes that bypass PyTorch's version counters and touch few values
+        (``param.data[7] = 0``, a NumPy view): every in-place PyTorch operation on a parameter,
+        optimizer steps and ``load_state_dict`` are noticed anyway (see ``textcnn.fastpath.WeightsKey``).
+        """
+        self.weights_version += 1
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (...) -> each token's input vector (..., C_in): its embedding, plus its static one."""
+        x = self.embedding(ids)  # (..., E)
+        if self.static_embedding is not None:
+            x = torch.cat([x, self.static_embedding(ids)], dim=-1)  # (..., 2E)
+        return x
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> the convolutions' input (B, C_in, T), padded to the widest window."""
-        short = max(self.window_sizes) - ids.shape[1]
-        if short > 0:
-            ids = F.pad(ids, (0, short), value=PAD_ID)  # (B, max_k)
-        x = self.embedding(ids)  # (B, T, E)
-        if self.static_embedding is not None:
-            x = torch.cat([x, self.static_embedding(ids)], dim=2)  # (B, T, 2E)
-        return x.transpose(1, 2)  # (B, E, T)
+        return self.lookup(pad_to_widest(ids, self.window_sizes)).transpose(1, 2)  # (B, C_in, T)
+
+    def before_max(self, c: torch.Tensor, i: int) -> torch.Tensor:
+        """Window size i's map (B, F, L) from the window sums ``c`` (the convolution without its bias).
+
+        With batch norm, ``relu(bn(c + bias))``; without, ``c`` itself: bias and ReLU commute with
+        the max, so :meth:`after_max` applies them to the (B, F) maxima instead.
+        """
+        if self.norms is None:
+            return c
+        return F.relu(self.norms[i](c + self.convs[i].bias.unsqueeze(1)))  # (B, F, L)
+
+    def after_max(self, v: torch.Tensor, i: int) -> torch.Tensor:
+        """Window size i's pooled features (B, F) from the maxima ``v`` of :meth:`before_max`."""
+        if self.norms is None:
+            return F.relu(v + self.convs[i].bias)  # (B, F)
+        return v
+
+    def feature_map(self, x: torch.Tensor, lengths: torch.Tensor, i: int) -> torch.Tensor:
+        """Window size i's map (B, F, L) of the convolutions' input x (B, C_in, T); windows past a text are -inf."""
+        c = self.before_max(F.conv1d(x, self.convs[i].weight), i)  # (B, F, T-k+1)
+        return c.masked_fill(_invalid_windows(lengths, self.window_sizes[i], c.shape[2]).unsqueeze(1), float("-inf"))
 
     def pool(self, ids: torch.Tensor, *, return_positions: bool = False):
         """Max-pooled features (B, F * len(window_sizes)); with positions, also each max's window start."""
-        lengths = (ids != PAD_ID).sum(dim=1)  # (B,)
-        x = self.embed(ids)  # (B, E, T)
+        lengths = text_lengths(ids)  # (B,)
+        x = self.embed(ids)  # (B, C_in, T)
         values, positions = [], []
-        for i, conv in enumerate(self.convs):
-            k = self.window_sizes[i]
-            if self.norms is None:
-                c = F.conv1d(x, conv.weight)  # (B, F, T-k+1), bias added after the max
-            else:
-                c = F.relu(self.norms[i](conv(x)))  # (B, F, T-k+1)
-            c = c.masked_fill(_invalid_windows(lengths, k, c.shape[2]).unsqueeze(1), float("-inf"))
+        for i in range(len(self.convs)):
+            c = self.feature_map(x, lengths, i)  # (B, F, T-k+1)
             if return_positions:
                 v, p = c.max(dim=2)  # (B, F), (B, F)
                 positions.append(p)
             else:
                 v = c.amax(dim=2)  # (B, F)
-            if self.norms is None:
-                v = F.relu(v + conv.bias)  # (B, F)
-            values.append(v)
+            values.append(self.after_max(v, i))  # (B, F)
         pooled = torch.cat(values, dim=1)  # (B, F*n)
         return (pooled, torch.cat(positions, dim=1)) if return_positions else pooled
 
@@ -119,23 +166,20 @@ class TextCNN(nn.Module):
     def shape_walk(self, ids: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
         """The seed's forward pass step by step, as (step, tensor) pairs, for ``textcnn summary``.
 
-        Uses the seed's fixed-length MaxPool1d, so ids must already be padded to the length shown.
+        The steps are this model's own (the same helpers as :meth:`pool`), shown in the seed's
+        shapes: a fixed-length max-pool (B, F, 1), so ids must be at least as long as the widest window.
         """
         steps = [("token ids", ids)]
-        emb = self.embedding(ids)  # (B, T, E)
-        if self.static_embedding is not None:
-            emb = torch.cat([emb, self.static_embedding(ids)], dim=2)  # (B, T, 2E)
+        emb = self.lookup(ids)  # (B, T, C_in)
         steps.append(("embedding", emb))
-        x = emb.permute(0, 2, 1)  # (B, E, T)
+        x = emb.permute(0, 2, 1)  # (B, C_in, T)
         steps.append(("permute(0, 2, 1)", x))
+        lengths = text_lengths(ids)  # (B,)
         pooled = []
-        for i, conv in enumerate(self.convs):
-            k = self.window_sizes[i]
-            c = conv(x)  # (B, F, T-k+1)
+        for i, k in enumerate(self.window_sizes):
+            c = self.feature_map(x, lengths, i)  # (B, F, T-k+1)
             steps.append((f"conv k={k}", c))
-            if self.norms is not None:
-                c = self.norms[i](c)
-            p = F.max_pool1d(F.relu(c), kernel_size=c.shape[2])  # (B, F, 1)
+            p = self.after_max(c.amax(dim=2), i).unsqueeze(2)  # (B, F, 1)
             steps.append((f"relu + max-pool k={k}", p))
             pooled.append(p)
         cat = torch.cat(pooled, dim=1)  # (B, F*n, 1)

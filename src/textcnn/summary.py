@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .model import TextCNN
+from .model import TextCNN, min_length
 
 L_OUT_FORMULA = "L_out = floor((L_in + 2*padding - dilation*(k-1) - 1) / stride + 1)"
 
@@ -35,7 +35,7 @@ def parameter_counts(model: TextCNN) -> list[tuple[str, int]]:
 
 def render_summary(model: TextCNN, batch_size: int, text_len: int) -> str:
     """The walk-through as text: shapes, the Conv1d length formula with numbers, parameter counts."""
-    widest = max(model.window_sizes)
+    widest = min_length(model.window_sizes)
     if text_len < widest:
         raise ValueError(f"The text length {text_len} is shorter than the widest window {widest}.")
     steps = shape_walk(model, batch_size, text_len)
