@@ -18,7 +18,7 @@ def copy(model_dir, tmp_path):
 
 def test_directory_layout(model_dir):
     names = sorted(p.name for p in Path(model_dir).iterdir())
-    assert names == ["config.json", "history.json", "labels.json", "model.safetensors", "tokenizer.json", "vocab.json"]
+    assert names == ["README.md", "card.json", "config.json", "history.json", "labels.json", "model.safetensors", "tokenizer.json", "vocab.json"]
     meta = json.loads((model_dir / "config.json").read_text())
     assert meta["format_version"] == 1 and meta["textcnn_version"] == textcnn.__version__
     assert meta["config"]["num_class"] == 2 and meta["config"]["tokenizer"] == "word"

@@ -205,8 +205,9 @@ def test_cli_lines_input_and_errors(model_dir, tmp_path, capsys):
     assert "Parquet input needs --output" in capsys.readouterr().err
 
 
-def test_streaming_imports_no_torch():
-    """The PyTorch-free runtime streams too: textcnn.streaming (and textcnn.errors) must not import torch."""
+@pytest.mark.parametrize("module", ["textcnn.streaming", "textcnn.card"])
+def test_streaming_and_card_import_no_torch(module):
+    """The PyTorch-free runtime streams and shows cards too: these modules must not import torch."""
     src = Path(__file__).resolve().parents[1] / "src" / "textcnn"
     code = f"""
 import sys, types
@@ -216,7 +217,7 @@ class Block:
             raise ImportError("torch is blocked in this test")
 sys.meta_path.insert(0, Block())
 pkg = types.ModuleType("textcnn"); pkg.__path__ = [{str(src)!r}]; sys.modules["textcnn"] = pkg  # skip __init__
-import textcnn.streaming
+import {module}
 assert "torch" not in sys.modules
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

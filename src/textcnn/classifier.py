@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .card import python_data
 from .config import (DEFAULT_EMBEDDING_SIZE, DEFAULT_VECTOR_VOCAB, TextCNNConfig, check_known_keys,
                      default_window_sizes)
 from .data import check_texts, length_batches, pad_batch, stratified_split, to_python
@@ -48,6 +49,8 @@ class TextCNNClassifier:
         multi_label_: whether each text may carry several labels.
         thresholds_: per-label decision thresholds (multi-label only, tuned on dev).
         history_: one dict per epoch (train loss, dev metrics, speed).
+        training_data_: rows and label counts of the train and dev splits (and the files, from the CLI),
+            JSON-safe: the model card's facts (see :mod:`textcnn.card`). Not restored by ``load``.
     """
 
     def __init__(
@@ -172,6 +175,8 @@ class TextCNNClassifier:
             dev_texts, dev_labels = _check_xy(*validation_data, "validation_data[0]", "validation_data[1]")
             dev_labels = _normalise_labels(dev_labels, multi, cfg.label_sep)
         self._setup(cfg, texts, labels, multi)
+        dev_from = f"a stratified {cfg.dev_fraction:.0%} of the given texts" if validation_data is None else "validation_data"
+        self.training_data_ = python_data(labels, dev_labels, dev_from)  # for the model card (textcnn.card)
         self._train(texts, labels, dev_texts, dev_labels)
         return self
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from . import TextCNNClassifier, TextCNNConfig, __version__, load, read_records, streaming
+from . import TextCNNClassifier, TextCNNConfig, __version__, card, load, read_records, streaming
 from .errors import ConfigError, TextCNNError
 
 EXIT_USAGE = 2
@@ -119,6 +119,7 @@ def cmd_train(args) -> int:
         validation = (dev.texts, dev.labels)
     clf = TextCNNClassifier(**params, verbose=0 if args.quiet else 1 + args.verbose)
     clf.fit(train.texts, train.labels, validation_data=validation)
+    card.record_files(clf, train=args.train_file, dev=args.dev)
     clf.save(args.out)
     print(f"saved the model to {args.out}")
     return 0
@@ -138,10 +139,34 @@ def cmd_eval(args) -> int:
         from .plots import save_confusion_png
 
         save_confusion_png(report, args.confusion_png)
+    if not args.no_update_card:
+        _record_test(args, clf, report)
     if args.json:
         print(json.dumps(report))
     else:
         print(format_report(report))
+    return 0
+
+
+def _record_test(args, clf, report: dict) -> None:
+    """The test metrics go into the model card; a model directory we may not write to is only warned about."""
+    if args.test_file == "-":
+        return
+    try:
+        card.record_test(args.model_dir, clf, args.test_file, report)
+    except OSError as e:
+        print(f"warning: the model card was not updated ({e.strerror or e}); pass --no-update-card to skip it",
+              file=sys.stderr)
+
+
+def cmd_card(args) -> int:
+    facts = card.read_facts(args.model_dir)
+    if facts is None:  # saved before model cards: the facts the model itself holds
+        facts = card.card_facts(load(args.model_dir))
+    if args.json:
+        print(json.dumps(facts, ensure_ascii=False, indent=1))
+    else:
+        sys.stdout.write(card.render_card(facts))
     return 0
 
 
@@ -314,14 +339,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a saved model on a labelled file",
-                       description="Accuracy, macro/weighted P/R/F1, per-class scores and the confusion matrix.")
+                       description="Accuracy, macro/weighted P/R/F1, per-class scores and the confusion matrix. The headline "
+                                   "scores are added to the model card (MODEL_DIR/README.md) unless --no-update-card.")
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("test_file", metavar="TEST_FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--confusion-png", metavar="FILE", help="draw the confusion matrix to a PNG (needs matplotlib)")
+    p.add_argument("--no-update-card", action="store_true",
+                   help="do not add the test metrics to the model card (MODEL_DIR/README.md and card.json)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="say which prediction path runs")
     add_input_flags(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("card", help="print a model's card: labels, training data, settings, metrics, limits",
+                       description="Print MODEL_DIR's model card (the README.md written when it was saved, with the "
+                                   "test metrics of 'textcnn eval').")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--json", action="store_true", help="print the facts as one JSON object")
+    p.set_defaults(func=cmd_card)
 
     p = sub.add_parser("predict", help="classify texts given as arguments or in a file",
                        description="Classify TEXT arguments, or --input FILE (one text per line, or csv/tsv/jsonl/fastText). "

@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
+from . import __version__, card
 from .config import TextCNNConfig
 from .data import to_python
 from .errors import ConfigError, ModelFormatError
@@ -54,6 +54,7 @@ def save_model(clf, path) -> Path:
         _write_json(tmp / "history.json", getattr(clf, "history_", []))
         state = {k: v.detach().cpu().contiguous() for k, v in clf.model_.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt", "textcnn_format_version": str(FORMAT_VERSION)})
+        card.write_card(clf, tmp)  # README.md + card.json: see textcnn.card
         _replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
