@@ -243,7 +243,7 @@ def _predict_stream(args) -> int:
     if result.skipped_summary():
         print(f"warning: {result.skipped_summary()}", file=sys.stderr)
         for line, why in result.skipped[:5]:
-            print(f"  line {line}: {why}", file=sys.stderr)
+            print(f"  {result.unit} {line}: {why}", file=sys.stderr)
     if not args.quiet:
         rate = result.rows / max(result.seconds, 1e-9)
         where = "standard output" if args.output == "-" else f"'{args.output}'"

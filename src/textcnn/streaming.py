@@ -45,13 +45,14 @@ class StreamResult:
     seconds: float
     source: str
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    unit: str = "line"  # what the numbers in ``skipped`` count: lines, or rows of a Parquet file
 
     def skipped_summary(self) -> str | None:
         if not self.skipped:
             return None
         where = ", ".join(str(line) for line, _ in self.skipped[:10])
         more = f" and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
-        return f"Skipped {len(self.skipped)} invalid row(s) of {self.source} (lines {where}{more})."
+        return f"Skipped {len(self.skipped)} invalid row(s) of {self.source} ({self.unit}s {where}{more})."
 
 
 def detect_input_format(path: str | Path, fmt: str | None = None) -> str:
@@ -110,18 +111,21 @@ def predict_file(predictor, input: str | Path, output: str | Path, *, input_form
     started = time.perf_counter()
     with _progress(progress, source.total_rows()) as bar, _atomic_output(output, out_fmt) as stream:
         writer, rows = None, 0
-        for chunk in source.chunks(chunk_size):
-            records = predictor.predict_records(chunk.texts, top_k=top_k)
-            if writer is None:
-                names = _prediction_names(predictor, top_k, source.columns)
-                writer = _WRITERS[out_fmt](stream, source, names, out_fmt)
-            writer.write(chunk, [_prediction_values(rec, names, predictor) for rec in records])
-            rows += len(chunk.texts)
-            bar.update(len(chunk.texts))
+        try:
+            for chunk in source.chunks(chunk_size):
+                records = predictor.predict_records(chunk.texts, top_k=top_k)
+                if writer is None:
+                    names = _prediction_names(predictor, top_k, source.columns)
+                    writer = _WRITERS[out_fmt](stream, source, names, out_fmt)
+                writer.write(chunk, [_prediction_values(rec, names, predictor) for rec in records])
+                rows += len(chunk.texts)
+                bar.update(len(chunk.texts))
+        finally:
+            if writer is not None:  # also on failure: the temporary file is closed, then removed
+                writer.close()
         if writer is None:
             raise DataFormatError(f"{source.name}: no rows with text were found. Check the file and --input-format.")
-        writer.close()
-    return StreamResult(rows, time.perf_counter() - started, source.name, source.skipped)
+    return StreamResult(rows, time.perf_counter() - started, source.name, source.skipped, source.unit)
 
 
 # ----- reading -----
@@ -436,7 +440,8 @@ class _ParquetWriter:
         return pa.schema(fields)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 _WRITERS = {
