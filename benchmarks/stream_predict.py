@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 RSS_LIMIT_MB = 800
+MODEL = "trained here on 4,000 generated texts: embedding 64, 64 filters, windows 3,4,5, max_text_len 64, 2 epochs"
 WORDS = [f"w{i}" for i in range(5000)]
 POSITIVE, NEGATIVE = ["good", "great", "superb", "lovely", "fun"], ["bad", "awful", "dull", "poor", "boring"]
 
@@ -121,6 +122,7 @@ def main() -> int:
             "rows": args.rows, "chunk_size": args.chunk_size, "input_mb": round(big.stat().st_size / 1e6, 1),
             "seconds": round(seconds, 1), "texts_per_s": round(args.rows / seconds), "peak_rss_mb": round(peak_mb),
             "rss_limit_mb": RSS_LIMIT_MB, "under_limit": peak_mb < RSS_LIMIT_MB, "order_and_count_checked": True,
+            "model": args.model_dir and Path(args.model_dir).name or MODEL,
             "command": "textcnn predict MODEL --input big.csv --output out.csv --chunk-size " + str(args.chunk_size),
             "machine": machine(),
         }
