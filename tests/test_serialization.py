@@ -53,7 +53,7 @@ def edit_weights(model: Path, change) -> None:
 
 def test_directory_layout(model_dir):
     names = sorted(p.name for p in Path(model_dir).iterdir())
-    assert names == ["config.json", "history.json", "labels.json", "manifest.json", "model.safetensors",
+    assert names == ["README.md", "card.json", "config.json", "history.json", "labels.json", "manifest.json", "model.safetensors",
                      "tokenizer.json", "vocab.json"]
     meta = json.loads((model_dir / "config.json").read_text())
     assert meta["format_version"] == 2 and meta["textcnn_version"] == textcnn.__version__

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .card import card_files, python_data, read_facts
 from .config import (DEFAULT_EMBEDDING_SIZE, DEFAULT_VECTOR_VOCAB, TextCNNConfig, check_known_keys,
                      default_window_sizes, resolve_monitor)
 from .data import check_texts, length_batches, pad_batch, stratified_split, to_python
-from .errors import ConfigError, DataFormatError, NotFittedError
+from .errors import ConfigError, DataFormatError, ModelFormatError, NotFittedError
 from .fastpath import Predictor
 from .labels import class_list, detect_multi_label, label_targets, normalise_labels
 from .metrics import best_thresholds, classification_report, multilabel_report
@@ -51,6 +52,8 @@ class TextCNNClassifier:
         multi_label_: whether each text may carry several labels.
         thresholds_: per-label decision thresholds (multi-label only, tuned on dev).
         history_: one dict per epoch (train loss, dev metrics, speed).
+        training_data_: rows and label counts of the train and dev splits (and the files, from the CLI),
+            JSON-safe: the model card's facts (see :mod:`textcnn.card`). Not restored by ``load``.
     """
 
     def __init__(
@@ -186,6 +189,8 @@ class TextCNNClassifier:
         else:
             dev_texts, dev_labels = _check_xy(*validation_data, "validation_data[0]", "validation_data[1]")
             dev_labels = normalise_labels(dev_labels, multi, cfg.label_sep, where=lambda i: f"validation_data[1][{i}]")
+        dev_from = f"a stratified {cfg.dev_fraction:.0%} of the given texts" if validation_data is None else "validation_data"
+        self.training_data_ = python_data(labels, dev_labels, dev_from)  # for the model card (textcnn.card)
         with seeded(cfg.seed):
             self._setup(cfg, texts, labels, multi)
             self._train(texts, labels, dev_texts, dev_labels, monitor)
@@ -421,7 +426,8 @@ class TextCNNClassifier:
         thresholds = None if self.thresholds_ is None else list(self.thresholds_)
         write_model(ModelParts(config=self.config_, multi_label=self.multi_label_, vocab=self.vocab_,
                                tokenizer=self.tokenizer_, classes=list(self.classes_), thresholds=thresholds,
-                               model=self.model_, history=getattr(self, "history_", [])), path)
+                               model=self.model_, history=getattr(self, "history_", [])), path,
+                    extra_files=card_files(self))
 
     def explain(self, X: Iterable[str], *, classes: Sequence | None = None) -> list[dict]:
         """Exact explanations: each filter's contribution to each class's logit, on its winning n-gram.
@@ -448,6 +454,10 @@ def load(path) -> TextCNNClassifier:
     clf.classes_ = np.array(parts.classes, dtype=object)
     clf.thresholds_ = None if parts.thresholds is None else np.asarray(parts.thresholds, dtype=float)
     clf.history_, clf.model_ = parts.history, parts.model
+    try:  # the card is descriptive: a damaged one must not stop the model from loading
+        clf.training_data_ = (read_facts(path) or {}).get("training_data")
+    except ModelFormatError:
+        clf.training_data_ = None
     return clf
 
 

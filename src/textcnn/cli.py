@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from . import TextCNNClassifier, TextCNNConfig, __version__, load, read_records
+from . import TextCNNClassifier, TextCNNConfig, __version__, card, load, read_records, streaming
 from .errors import ConfigError, TextCNNError
 from .labels import detect_multi_label, normalise_labels
 
@@ -94,8 +94,8 @@ def _flag_names(message: str) -> str:
     return message
 
 
-def add_input_flags(parser: argparse.ArgumentParser, format_flag: str = "--format") -> None:
-    parser.add_argument(format_flag, dest="input_format", choices=["csv", "tsv", "jsonl", "fasttext", "lines"],
+def add_input_flags(parser: argparse.ArgumentParser, format_flag: str = "--format", extra_formats: tuple[str, ...] = ()) -> None:
+    parser.add_argument(format_flag, dest="input_format", choices=["csv", "tsv", "jsonl", "fasttext", "lines", *extra_formats],
                         help="input format; by default from the extension (.csv .tsv .jsonl; others: fastText / one text per line)")
     parser.add_argument("--text-col", default="text", help="column (or JSON field) holding the text [text]")
     parser.add_argument("--label-col", default="label", help="column (or JSON field) holding the label [label]")
@@ -142,6 +142,7 @@ def cmd_train(args) -> int:
     clf = TextCNNClassifier(**params, verbose=0 if args.quiet else 1 + args.verbose)
     with _warnings_as_lines():
         clf.fit(train.texts, train.labels, validation_data=validation)
+    card.record_files(clf, train=args.train_file, dev=args.dev)
     clf.save(args.out)
     print(f"saved the model to {args.out}")
     return 0
@@ -162,10 +163,34 @@ def cmd_eval(args) -> int:
         from .plots import save_confusion_png
 
         save_confusion_png(report, args.confusion_png)
+    if not args.no_update_card:
+        _record_test(args, clf, report)
     if args.json:
         print(json.dumps(report))
     else:
         print(format_report(report))
+    return 0
+
+
+def _record_test(args, clf, report: dict) -> None:
+    """The test metrics go into the model card; a model directory we may not write to is only warned about."""
+    if args.test_file == "-":
+        return
+    try:
+        card.record_test(args.model_dir, clf, args.test_file, report)
+    except OSError as e:
+        print(f"warning: the model card was not updated ({e.strerror or e}); pass --no-update-card to skip it",
+              file=sys.stderr)
+
+
+def cmd_card(args) -> int:
+    facts = card.read_facts(args.model_dir)
+    if facts is None:  # saved before model cards: the facts the model itself holds
+        facts = card.card_facts(load(args.model_dir))
+    if args.json:
+        print(json.dumps(facts, ensure_ascii=False, indent=1))
+    else:
+        sys.stdout.write(card.render_card(facts))
     return 0
 
 
@@ -200,6 +225,12 @@ def _check_one_source(args, verb: str) -> None:
 
 def cmd_predict(args) -> int:
     _check_one_source(args, "classify")
+    if args.output is not None:
+        return _predict_stream(args)
+    if args.output_file_format is not None:
+        raise ConfigError("--output-format needs --output FILE (or --output - for standard output).")
+    if args.input and (args.input_format or streaming.detect_input_format(args.input)) == "parquet":
+        raise ConfigError("Parquet input needs --output FILE (or --output - for JSONL on standard output).")
     clf = _load_verbose(args)
     texts = args.texts or _read(args, args.input, labeled=False).texts
     records = clf.predict_records(texts, top_k=args.top_k)
@@ -218,6 +249,29 @@ def cmd_predict(args) -> int:
             label, prob = _label_and_prob(rec)
             extra = "" if args.top_k == 1 else "  (" + ", ".join(f"{t['label']} {t['probability']:.4f}" for t in rec["top_k"]) + ")"
             out.write(f"{label}\t{prob}\t{rec['text']}{extra}\n")
+    return 0
+
+
+def _predict_stream(args) -> int:
+    """--input FILE --output FILE: chunk by chunk, every input column passed through (textcnn.streaming)."""
+    if args.texts:
+        raise ConfigError("--output writes the predictions for --input FILE; give texts in a file, not as arguments.")
+    if args.output_format is not None:
+        raise ConfigError("--format is for printing without --output. With --output, the file's extension gives the "
+                          "format, or pass --output-format.")
+    clf = _load_verbose(args)
+    result = streaming.predict_file(
+        clf, args.input, args.output, input_format=args.input_format, output_format=args.output_file_format,
+        text_col=args.text_col, chunk_size=args.chunk_size, top_k=args.top_k, skip_invalid=args.skip_invalid,
+        progress=not args.quiet)
+    if result.skipped_summary():
+        print(f"warning: {result.skipped_summary()}", file=sys.stderr)
+        for line, why in result.skipped[:5]:
+            print(f"  {result.unit} {line}: {why}", file=sys.stderr)
+    if not args.quiet:
+        rate = result.rows / max(result.seconds, 1e-9)
+        where = "standard output" if args.output == "-" else f"'{args.output}'"
+        print(f"wrote {result.rows} predictions to {where} in {result.seconds:.1f} s ({rate:,.0f} texts/s)", file=sys.stderr)
     return 0
 
 
@@ -309,24 +363,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a saved model on a labelled file",
-                       description="Accuracy, macro/weighted P/R/F1, per-class scores and the confusion matrix.")
+                       description="Accuracy, macro/weighted P/R/F1, per-class scores and the confusion matrix. The headline "
+                                   "scores are added to the model card (MODEL_DIR/README.md) unless --no-update-card.")
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("test_file", metavar="TEST_FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--confusion-png", metavar="FILE", help="draw the confusion matrix to a PNG (needs matplotlib)")
+    p.add_argument("--no-update-card", action="store_true",
+                   help="do not add the test metrics to the model card (MODEL_DIR/README.md and card.json)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="say which prediction path runs")
     add_input_flags(p)
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("card", help="print a model's card: labels, training data, settings, metrics, limits",
+                       description="Print MODEL_DIR's model card (the README.md written when it was saved, with the "
+                                   "test metrics of 'textcnn eval').")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--json", action="store_true", help="print the facts as one JSON object")
+    p.set_defaults(func=cmd_card)
+
     p = sub.add_parser("predict", help="classify texts given as arguments or in a file",
-                       description="Classify TEXT arguments, or --input FILE (one text per line, or csv/tsv/jsonl/fastText).")
+                       description="Classify TEXT arguments, or --input FILE (one text per line, or csv/tsv/jsonl/fastText). "
+                                   "With --output FILE: stream --input (csv/tsv/jsonl/parquet/lines) in chunks to a "
+                                   "csv/tsv/jsonl/parquet file, every input column followed by the predictions.")
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--input", metavar="FILE", help="file of texts; - reads standard input")
     p.add_argument("--top-k", type=int, default=1, help="also list the K most probable labels [1]")
-    p.add_argument("--format", dest="output_format", choices=["text", "jsonl", "csv"], default="text", help="output format [text]")
+    p.add_argument("--format", dest="output_format", choices=["text", "jsonl", "csv"], default=None,
+                   help="what to print without --output [text]")
+    p.add_argument("--output", metavar="FILE", help="write the input rows with their predictions to FILE (.csv .tsv .jsonl "
+                   ".parquet), written in chunks and renamed into place when complete; - streams JSONL to standard output")
+    p.add_argument("--output-format", dest="output_file_format", choices=list(streaming.OUTPUT_FORMATS),
+                   help="format of --output; by default from its extension")
+    p.add_argument("--chunk-size", type=int, default=streaming.DEFAULT_CHUNK_SIZE, metavar="ROWS",
+                   help=f"rows read, classified and written at a time with --output [{streaming.DEFAULT_CHUNK_SIZE}]")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar with --output")
     p.add_argument("-v", "--verbose", action="count", default=0, help="say which prediction path runs")
-    add_input_flags(p, format_flag="--input-format")
+    add_input_flags(p, format_flag="--input-format", extra_formats=("parquet",))
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("summary", help="the seed tutorial's shape walk-through for a config or a model",

@@ -8,6 +8,7 @@
       model.safetensors  the TextCNN state dict (float32)
       history.json       one entry per training epoch
       manifest.json      {"sha256": {file: hex digest}} of the six files above (format 2)
+      README.md, card.json  the model card (textcnn.card): descriptive, outside the manifest
 
 Reading checks everything before a model is built: each file's SHA-256 against manifest.json (so
 a flipped byte anywhere is caught, also in a label name that still parses), then each file's
@@ -67,8 +68,12 @@ class ModelParts:
 
 # ----- writing -----
 
-def write_model(parts: ModelParts, path) -> Path:
-    """Writes the model directory at ``path``, replacing an older model there in one step."""
+def write_model(parts: ModelParts, path, extra_files: dict[str, bytes] | None = None) -> Path:
+    """Writes the model directory at ``path``, replacing an older model there in one step.
+
+    ``extra_files`` (name -> bytes, e.g. the model card) are written in the same step but stay outside
+    the manifest: they describe the model, are never read to build it, and ``textcnn eval`` updates them.
+    """
     path = Path(path)
     target = Path(os.path.realpath(path))  # a symlink to a model: replace the model, keep the link
     _check_target(target)
@@ -84,6 +89,7 @@ def write_model(parts: ModelParts, path) -> Path:
         HISTORY: _json_bytes(parts.history),
     }
     files[MANIFEST] = _json_bytes({"sha256": {name: _sha256(data) for name, data in files.items()}})
+    files.update(extra_files or {})  # descriptive files (the model card), outside the manifest
 
     def write(tmp: Path) -> None:
         for name, data in files.items():
