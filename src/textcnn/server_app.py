@@ -234,7 +234,7 @@ def _add_routes(app: FastAPI, settings: ServerSettings) -> None:
             "config": clf.config_.to_dict(),
             "tokenizer": clf.tokenizer_.spec(),
             "vocab_size": len(clf.vocab_),
-            "parameters": sum(p.numel() for p in clf.model_.parameters()),
+            "parameters": sum(p.numel() for p in clf.model_.parameters()) if hasattr(clf, "model_") else None,
             "limits": dataclasses.asdict(settings),
             "versions": versions(),
         }
