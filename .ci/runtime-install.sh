@@ -29,7 +29,7 @@ PY
 
 # 2. A fresh venv without torch: the wheel of this checkout plus its runtime extra.
 ISOLATION=$("$TORCH_PY" -c 'import setuptools' 2>/dev/null && echo --no-build-isolation || true)
-"$TORCH_PY" -m pip wheel -q --no-deps $ISOLATION -w "$WORK/dist" . 2>&1 | grep -v -i "warning\|license\|^ *$\|\*\*\*\|!!\|corresp\|See https" || true
+"$TORCH_PY" -m pip wheel -q --no-deps $ISOLATION -w "$WORK/dist" .
 python3 -m venv "$WORK/venv"
 "$WORK/venv/bin/python" -m pip install -q "$(ls "$WORK"/dist/textcnn-*.whl)[runtime]"
 SIZE=$(du -sm "$WORK/venv" | cut -f1)
