@@ -70,7 +70,10 @@ def test_int8_graph_has_int8_weights_and_agrees(exported):
     graph = onnx.load(str(exported / "model.int8.onnx"))
     biggest = max(graph.graph.initializer, key=lambda t: np.prod(t.dims))
     assert biggest.data_type == onnx.TensorProto.INT8  # the embedding table
-    assert "ConvInteger" in {n.op_type for n in graph.graph.node}
+    dequantized = {o for n in graph.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert all(n.input[1] in dequantized for n in graph.graph.node if n.op_type == "Conv")  # int8 filters
+    floats = sum(np.prod(t.dims) for t in graph.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    assert floats < 0.1 * sum(np.prod(t.dims) for t in graph.graph.initializer)  # scales, biases
     clf = load(exported)
     texts = make_corpus(60, seed=3)[0]
     ids = np.zeros((len(texts), clf.config_.max_text_len), dtype=np.int64)
