@@ -1,9 +1,11 @@
-# The README's commands. Each creates .venv on first use; torch is pinned to the CPU wheel first,
-# because an unpinned torch pulls a CUDA build of several GB.
+# The README's commands. Each creates .venv on first use; torch is installed first, from PyTorch's CPU
+# wheel index: on Linux, PyPI's torch is the CUDA build of several GB. Where that index cannot be
+# reached, pip warns and falls back to PyPI (the CPU wheel on macOS and Windows, CUDA on Linux).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
 DATA ?= ../shared/datasets
@@ -13,7 +15,7 @@ DATA ?= ../shared/datasets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q $(TORCH) --extra-index-url $(TORCH_INDEX)
 	$(PY) -m pip install -q -e '.[train,dev,demo,zh,serve,plot,glove]'
 	touch $(STAMP)
 

@@ -161,8 +161,8 @@ def checks(results: dict, envs: dict) -> dict:
         a, b = r["paths"]["onnx fp32"], r["paths"]["onnx int8"]
         out[f"{name}: int8 accuracy within 1.0 point of fp32"] = abs(a["accuracy"] - b["accuracy"]) <= 0.01
         out[f"{name}: int8 file <= 35% of fp32"] = b["model_mb"] <= 0.35 * a["model_mb"]
-        out[f"{name}: runtime cold start >= 3x faster"] = (r["paths"]["textcnn fast"]["cold_start_s"]
-                                                           >= 3 * a["cold_start_s"])
+        torch_start = min(r["paths"][path]["cold_start_s"] for path in ("torch eager", "textcnn fast"))
+        out[f"{name}: runtime cold start >= 3x faster"] = torch_start >= 3 * a["cold_start_s"]
     out["runtime env <= 1/4 of the torch env"] = envs["runtime"]["mb"] <= envs["train"]["mb"] / 4
     return out
 
