@@ -20,12 +20,14 @@ import torch.nn.functional as F
 from .card import card_files, python_data, read_facts
 from .config import (DEFAULT_EMBEDDING_SIZE, DEFAULT_VECTOR_VOCAB, TextCNNConfig, check_known_keys,
                      default_window_sizes, resolve_monitor)
-from .data import check_texts, length_batches, pad_batch, stratified_split, to_python
+from .data import check_texts, length_batches, pad_batch, stratified_split
 from .errors import ConfigError, DataFormatError, ModelFormatError, NotFittedError
 from .fastpath import Predictor
 from .labels import class_list, detect_multi_label, label_targets, normalise_labels
 from .metrics import best_thresholds, classification_report, multilabel_report
 from .model import build_model
+from .predictions import LabelledPredictions
+from .predictions import sigmoid as _sigmoid
 from .serialization import ModelParts, read_model, write_model
 from .tokenizers import make_tokenizer, resolve_tokenizer_name
 from .training import TrainSettings, fit_model, seeded
@@ -36,7 +38,7 @@ PREDICT_TOKENS = 32_768  # padded tokens per prediction batch (measured: ~80 tex
 _DEFAULTS = TextCNNConfig()
 
 
-class TextCNNClassifier:
+class TextCNNClassifier(LabelledPredictions):
     """Kim's (2014) convolutional text classifier with its tokenizer, vocabulary and labels.
 
     Every constructor parameter is a field of :class:`TextCNNConfig` (see its docs), plus ``verbose``
@@ -303,16 +305,6 @@ class TextCNNClassifier:
                 "model with textcnn.load(model_dir)."
             )
 
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Texts -> token id lists, cut to ``max_text_len``."""
-        self._check_fitted()
-        limit, encode = self.config_.max_text_len, self.vocab_.encode
-        head = getattr(self.tokenizer_, "tokenize_head", None)
-        if head is not None:  # stops reading a long text once it has max_text_len tokens
-            return [encode(head(t, limit)) for t in texts]
-        tokenize = self.tokenizer_.tokenize
-        return [encode(tokenize(t)[:limit]) for t in texts]
-
     @torch.inference_mode()
     def _logits_from_ids(self, ids: list[list[int]], device: torch.device | None = None,
                          fast: bool = True) -> torch.Tensor:
@@ -346,52 +338,6 @@ class TextCNNClassifier:
         """Raw logits (N, n_classes), columns in ``classes_`` order."""
         texts = check_texts(X, "X")
         return self._logits_from_ids(self.encode(texts)).numpy()
-
-    def predict_proba(self, X: Iterable[str]) -> np.ndarray:
-        """Class probabilities (N, n_classes): softmax, or independent sigmoids for multi-label."""
-        return self._proba_from_logits(self.decision_function(X))
-
-    def predict(self, X: Iterable[str]) -> np.ndarray:
-        """The most probable label per text; for multi-label, the list of labels above their thresholds."""
-        return self._labels_from_proba(self.predict_proba(X))
-
-    def _proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
-        return _sigmoid(logits) if self.multi_label_ else _softmax(logits)
-
-    def _labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
-        if not self.multi_label_:
-            return self.classes_[proba.argmax(axis=1)]
-        out = np.empty(len(proba), dtype=object)
-        for i, row in enumerate(proba >= self.thresholds_):
-            out[i] = [self.classes_[j] for j in np.flatnonzero(row)]
-        return out
-
-    def predict_records(self, X: Iterable[str], top_k: int = 1) -> list[dict]:
-        """One dict per text: ``text``, ``label`` (or ``labels`` for multi-label), ``probability`` and ``top_k``.
-
-        The shape the CLI's jsonl output and the REST server return.
-        """
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise ConfigError(f"The 'top_k' parameter must be an int >= 1. Got {top_k!r} instead.")
-        texts = check_texts(X, "X")
-        return self._records(texts, self.predict_proba(texts), top_k)
-
-    def _records(self, texts: list[str], proba: np.ndarray, top_k: int) -> list[dict]:
-        predicted = self._labels_from_proba(proba)
-        k = min(top_k, len(self.classes_))
-        out = []
-        for text, row, pred in zip(texts, proba, predicted):
-            order = np.argsort(-row, kind="stable")[:k]
-            rec = {"text": text}
-            if self.multi_label_:
-                rec["labels"] = [to_python(c) for c in pred]
-                rec["probabilities"] = [float(row[list(self.classes_).index(c)]) for c in pred]
-            else:
-                rec["label"] = to_python(pred)
-                rec["probability"] = float(row.max())
-            rec["top_k"] = [{"label": to_python(self.classes_[j]), "probability": float(row[j])} for j in order]
-            out.append(rec)
-        return out
 
     def score(self, X: Iterable[str], y: Iterable) -> float:
         """Accuracy (exact-match accuracy for multi-label)."""
@@ -489,12 +435,3 @@ def _headline(report: dict) -> dict:
     return {k: report[k] for k in keys if k in report}
 
 
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # exp(-log(1 + exp(-x))): no overflow (and no RuntimeWarning) for logits far below zero.
-    return np.exp(-np.logaddexp(0.0, -x))

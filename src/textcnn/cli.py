@@ -18,12 +18,19 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from . import TextCNNClassifier, TextCNNConfig, __version__, card, load, read_records, streaming
+from . import TextCNNConfig, __version__, card, read_records, streaming
 from .errors import ConfigError, TextCNNError
 from .labels import detect_multi_label, normalise_labels
 
 EXIT_USAGE = 2
 EXIT_BUG = 1
+
+
+def load(model_dir):
+    """textcnn.load, imported with PyTorch on first use: the commands that need none run without it."""
+    from . import load as load_model
+
+    return load_model(model_dir)
 
 
 def flag(name: str) -> str:
@@ -139,6 +146,8 @@ def cmd_train(args) -> int:
         dev = _read(args, args.dev)
         _check_labels(dev, multi, params["label_sep"])
         validation = (dev.texts, dev.labels)
+    from . import TextCNNClassifier
+
     clf = TextCNNClassifier(**params, verbose=0 if args.quiet else 1 + args.verbose)
     with _warnings_as_lines():
         clf.fit(train.texts, train.labels, validation_data=validation)
@@ -332,6 +341,15 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_onnx
+
+    out = export_onnx(args.model_dir, args.out, int8=args.int8)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); predict without PyTorch with: "
+          f"textcnn.runtime.load({str(args.model_dir)!r}{', int8=True' if args.int8 else ''})")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .server import ServerSettings, run_server
 
@@ -339,7 +357,7 @@ def cmd_serve(args) -> int:
         max_texts=args.max_texts, max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
         batching=args.batching, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch,
     )
-    run_server(args.model_dir, host=args.host, port=args.port, settings=settings)
+    run_server(args.model_dir, host=args.host, port=args.port, settings=settings, runtime=args.runtime)
     return 0
 
 
@@ -425,12 +443,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_flags(p, format_flag="--input-format")
     p.set_defaults(func=cmd_explain)
 
+    p = sub.add_parser("export", help="write the model as an ONNX graph, for textcnn.runtime (no PyTorch)",
+                       description="Export MODEL_DIR's model to ONNX (token ids -> logits, any batch size and length), "
+                                   "into the model directory by default. Needs: pip install 'textcnn[onnx]'")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="graph format [onnx]")
+    p.add_argument("--out", metavar="FILE", help="where to write the graph [MODEL_DIR/model.onnx, or model.int8.onnx]")
+    p.add_argument("--int8", action="store_true", help="quantize the weights to int8 (dynamic quantization)")
+    p.set_defaults(func=cmd_export)
+
     from .server import add_serve_flags
 
     p = sub.add_parser("serve", help="a REST server and web page for a model",
                        description="Serve MODEL_DIR over HTTP: /v1/predict, /v1/explain, /v1/health, /v1/metadata, "
                                    "the API docs at /docs and a web page at /. Needs: pip install 'textcnn[serve]'")
     p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                   help="predict with PyTorch, or with the exported graph through textcnn.runtime (no PyTorch; "
+                        "run 'textcnn export' first) [torch]")
     add_serve_flags(p)
     p.set_defaults(func=cmd_serve)
     return parser

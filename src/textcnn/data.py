@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import torch
 
 from .errors import DataFormatError
 from .labels import canonical
@@ -307,7 +306,14 @@ def stratified_split(labels: Sequence, fraction: float, seed: int) -> tuple[list
     return sorted(train), sorted(dev)
 
 
-def pad_batch(seqs: Sequence[Sequence[int]], min_len: int = 1) -> torch.Tensor:
+def pad_batch(seqs: Sequence[Sequence[int]], min_len: int = 1):
+    """Right-pads id lists with PAD_ID to the longest (at least ``min_len``): a (B, T) int64 torch tensor."""
+    import torch  # here, not at the top: the PyTorch-free runtime reads files and pads with this module
+
+    return torch.from_numpy(pad_ids(seqs, min_len))
+
+
+def pad_ids(seqs: Sequence[Sequence[int]], min_len: int = 1) -> np.ndarray:
     """Right-pads id lists with PAD_ID to the longest (at least ``min_len``): (B, T) int64."""
     lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))  # (B,)
     width = max(min_len, int(lengths.max(initial=0)))
@@ -315,7 +321,7 @@ def pad_batch(seqs: Sequence[Sequence[int]], min_len: int = 1) -> torch.Tensor:
     # One vectorised scatter instead of a Python loop over rows.
     out[np.arange(width) < lengths[:, None]] = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64,
                                                            count=int(lengths.sum()))
-    return torch.from_numpy(out)
+    return out
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:

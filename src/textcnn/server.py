@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import platform
 import socket
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
@@ -94,19 +95,32 @@ def _import_serving():
         raise missing_dependency(e.name or "fastapi", "serve", "'textcnn serve'") from e
 
 
-def run_server(model_dir, *, host: str = "127.0.0.1", port: int = 8000, settings: ServerSettings = ServerSettings()) -> None:
-    """Loads the model and serves it until SIGINT/SIGTERM (requests in flight are finished first)."""
+def run_server(model_dir, *, host: str = "127.0.0.1", port: int = 8000, settings: ServerSettings = ServerSettings(),
+               runtime: str = "torch") -> None:
+    """Loads the model and serves it until SIGINT/SIGTERM (requests in flight are finished first).
+
+    ``runtime``: "torch" (the classifier), "onnx" or "onnx-int8" (the exported graph via textcnn.runtime).
+    """
     _import_serving()
     import uvicorn
 
-    from . import load
-
     check_settings(settings)
     check_port_free(host, port)
-    clf = load(model_dir)  # a bad model directory fails here, as a clean CLI error, before binding
+    clf = load_for_serving(model_dir, runtime)  # a bad model directory fails here, as a clean CLI error, before binding
     app = create_app(clf, settings)
     print(f"serving {model_dir} on http://{host}:{port}  (API docs: /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def load_for_serving(model_dir, runtime: str = "torch"):
+    """The classifier, or the PyTorch-free predictor of textcnn.runtime (same predict_records and attributes)."""
+    if runtime == "torch":
+        from . import load
+
+        return load(model_dir)
+    from . import runtime as onnx_runtime
+
+    return onnx_runtime.load(model_dir, int8=runtime == "onnx-int8")
 
 
 class LimitExceeded(Exception):
@@ -199,13 +213,16 @@ def create_app(clf_or_dir, settings: ServerSettings = ServerSettings()):
 
 def versions() -> dict[str, Any]:
     import fastapi
-    import torch
     import uvicorn
 
     from . import __version__
 
-    return {"textcnn": __version__, "torch": torch.__version__, "fastapi": fastapi.__version__,
-            "uvicorn": uvicorn.__version__, "python": platform.python_version()}
+    out = {"textcnn": __version__, "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__,
+           "python": platform.python_version()}
+    for package in ("torch", "onnxruntime"):  # whichever this process runs the model with (--runtime)
+        if package in sys.modules:
+            out[package] = sys.modules[package].__version__
+    return out
 
 
 def static_dir():

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 
 from .data import to_python
 from .errors import TextCNNError
-from .server import LimitExceeded, MicroBatcher, ServerSettings, static_dir, versions
+from .server import LimitExceeded, MicroBatcher, ServerSettings, load_for_serving, static_dir, versions
 
 
 class PredictRequest(BaseModel):
@@ -162,9 +162,7 @@ def check_limits(texts: list[str], settings: ServerSettings) -> None:
 def build_app(clf_or_dir, settings: ServerSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from . import load
-
-        clf = load(clf_or_dir) if isinstance(clf_or_dir, (str, Path)) else clf_or_dir
+        clf = load_for_serving(clf_or_dir) if isinstance(clf_or_dir, (str, Path)) else clf_or_dir
         app.state.clf = clf
         clf.predict_records(["warm-up"])  # builds the prediction tables and loads the kernel before the first request
         app.state.batcher = MicroBatcher(clf, settings.batch_wait_ms, settings.max_batch) if settings.batching else None
@@ -234,7 +232,7 @@ def _add_routes(app: FastAPI, settings: ServerSettings) -> None:
             "config": clf.config_.to_dict(),
             "tokenizer": clf.tokenizer_.spec(),
             "vocab_size": len(clf.vocab_),
-            "parameters": sum(p.numel() for p in clf.model_.parameters()),
+            "parameters": sum(p.numel() for p in clf.model_.parameters()) if hasattr(clf, "model_") else None,
             "limits": dataclasses.asdict(settings),
             "versions": versions(),
         }

@@ -1,0 +1,109 @@
+"""textcnn.runtime: the exported graph gives the classifier's answers, with no PyTorch in the process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+import textcnn  # noqa: E402
+import textcnn.runtime  # noqa: E402
+from textcnn import ModelFormatError, TextCNNClassifier  # noqa: E402
+from textcnn.export import export_onnx  # noqa: E402
+
+from .conftest import TINY, make_corpus  # noqa: E402
+from .serving import Server, http  # noqa: E402
+
+TEXTS = ["", "good", "a bad film", "the plot was really dull and boring and the acting poor", *make_corpus(40, seed=9)[0]]
+
+
+@pytest.fixture(scope="module")
+def exported(model_dir, tmp_path_factory):
+    """The conftest model, copied, with both graphs."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("runtime") / "model"
+    shutil.copytree(model_dir, path)
+    export_onnx(path)
+    export_onnx(path, int8=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def multi_label_dir(tmp_path_factory):
+    texts, labels = make_corpus(120)
+    labels = [[y, "long"] if len(t.split()) > 4 else [y] for t, y in zip(texts, labels)]
+    path = tmp_path_factory.mktemp("runtime-ml") / "model"
+    TextCNNClassifier(**{**TINY, "epochs": 2}).fit(texts, labels).save(path)
+    export_onnx(path)
+    return path
+
+
+def test_same_answers_as_the_classifier(exported, fitted):
+    pred = textcnn.runtime.load(exported)
+    np.testing.assert_allclose(pred.predict_proba(TEXTS), fitted.predict_proba(TEXTS), atol=1e-5, rtol=0)
+    assert pred.predict(TEXTS).tolist() == fitted.predict(TEXTS).tolist()
+    got, expected = pred.predict_records(TEXTS[:5], top_k=2), fitted.predict_records(TEXTS[:5], top_k=2)
+    assert [r["label"] for r in got] == [r["label"] for r in expected]
+    assert [r["text"] for r in got] == TEXTS[:5] and len(got[0]["top_k"]) == 2
+    assert pred.classes_.tolist() == fitted.classes_.tolist() and pred.config_ == fitted.config_
+    assert pred.predict_proba(TEXTS[2:3]).shape == (1, 2) and pred.predict_proba([]).shape == (0, 2)
+
+
+def test_int8_graph(exported, fitted):
+    pred = textcnn.runtime.load(exported, int8=True)
+    assert pred.model_file_.name == "model.int8.onnx"
+    assert (pred.predict(TEXTS) == fitted.predict(TEXTS)).mean() >= 0.9
+
+
+def test_multi_label_thresholds(multi_label_dir):
+    clf, pred = textcnn.load(multi_label_dir), textcnn.runtime.load(multi_label_dir)
+    assert pred.multi_label_ and pred.predict(TEXTS).tolist() == clf.predict(TEXTS).tolist()
+    assert [r["labels"] for r in pred.predict_records(TEXTS)] == [r["labels"] for r in clf.predict_records(TEXTS)]
+
+
+def test_without_torch_in_the_process(exported, fitted):
+    """`import torch` raises in the child; the runtime still loads and predicts, and the torch names say how to install."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.modules["torch"] = None  # any `import torch` now raises ImportError
+        import textcnn, textcnn.runtime
+        pred = textcnn.runtime.load({str(exported)!r})
+        proba = pred.predict_proba({TEXTS!r}).tolist()
+        try:
+            textcnn.TextCNNClassifier
+            message = None
+        except textcnn.MissingDependencyError as e:
+            message = str(e)
+        print(json.dumps({{"proba": proba, "message": message, "modules": sorted(k for k, v in sys.modules.items() if v is not None)}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout)
+    np.testing.assert_allclose(out["proba"], fitted.predict_proba(TEXTS), atol=1e-5, rtol=0)
+    assert "pip install 'textcnn[train]'" in out["message"]
+    assert not any(m == "torch" or m.startswith("torch.") or m == "safetensors" for m in out["modules"])
+
+
+def test_missing_graph_says_how_to_export(model_dir):
+    with pytest.raises(ModelFormatError, match=r"textcnn export .* --format onnx --int8"):
+        textcnn.runtime.load(model_dir, int8=True)
+    with pytest.raises(ModelFormatError, match="not a directory"):
+        textcnn.runtime.load(model_dir / "config.json")
+
+
+def test_serve_through_the_runtime(exported, fitted, tmp_path):
+    with Server(exported, "--runtime", "onnx", log=tmp_path / "server.log") as srv:
+        status, body = http("POST", srv.url + "/v1/predict", {"texts": TEXTS[:6], "top_k": 2})
+        assert status == 200
+        assert [r["label"] for r in body["predictions"]] == fitted.predict(TEXTS[:6]).tolist()
+        status, meta = http("GET", srv.url + "/v1/metadata")
+        assert status == 200 and "onnxruntime" in meta["versions"] and "torch" not in meta["versions"]
+        status, body = http("POST", srv.url + "/v1/explain", {"texts": ["good"]})
+        assert status == 422 and "PyTorch" in body["detail"]
