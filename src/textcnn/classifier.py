@@ -258,8 +258,9 @@ class TextCNNClassifier(LabelledPredictions):
         device = resolve_device(cfg.device)
         self.model_.to(device)
         train_ids = self.encode(texts)
-        targets = label_targets(labels, self.classes_, self.multi_label_, "training")
-        dev_targets = label_targets(dev_labels, self.classes_, self.multi_label_, "dev", among="the training labels")
+        targets = torch.from_numpy(label_targets(labels, self.classes_, self.multi_label_, "training"))
+        dev_targets = torch.from_numpy(
+            label_targets(dev_labels, self.classes_, self.multi_label_, "dev", among="the training labels"))
         dev_ids = self.encode(dev_texts)
         loss_fn = self._loss_fn(targets, device)
 
@@ -354,7 +355,7 @@ class TextCNNClassifier(LabelledPredictions):
         labels = normalise_labels(labels, self.multi_label_, self.config_.label_sep)
         targets = label_targets(labels, self.classes_, self.multi_label_, "evaluation")
         logits = self._logits_from_ids(self.encode(texts)).numpy()
-        return self._report_from_logits(logits, targets.numpy())
+        return self._report_from_logits(logits, targets)
 
     def _report_from_logits(self, logits: np.ndarray, targets: np.ndarray, tune: bool = False) -> dict:
         names = [str(c) for c in self.classes_]

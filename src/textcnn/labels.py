@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Sequence
 
-import torch
+import numpy as np
 
 from .errors import DataFormatError
 
@@ -88,8 +88,8 @@ def class_list(labels: Sequence, multi: bool) -> list:
 
 
 def label_targets(labels: Sequence, classes: Sequence, multi: bool, what: str,
-                  among: str = "the model's classes") -> torch.Tensor:
-    """Class ids (N,) for single-label, a 0/1 matrix (N, C) for multi-label.
+                  among: str = "the model's classes") -> np.ndarray:
+    """Class ids (N,) int64 for single-label, a 0/1 float32 matrix (N, C) for multi-label (NumPy: no torch here).
 
     A label that is not among ``classes`` is refused, for both tasks: the model cannot predict it,
     and leaving it out would inflate the scores. ``what`` names the labels in the error
@@ -108,8 +108,8 @@ def label_targets(labels: Sequence, classes: Sequence, multi: bool, what: str,
             "train with examples of those labels."
         )
     if not multi:
-        return torch.tensor([index[row[0]] for row in rows], dtype=torch.long)
-    out = torch.zeros(len(rows), len(classes))
+        return np.array([index[row[0]] for row in rows], dtype=np.int64)
+    out = np.zeros((len(rows), len(classes)), dtype=np.float32)
     for r, row in enumerate(rows):
         out[r, [index[c] for c in row]] = 1.0
     return out
