@@ -1,4 +1,4 @@
-"""textcnn export: the ONNX graph computes the model's function on every length; int8; config.json records it."""
+"""textcnn export: the ONNX graph computes the model's function on every length; int8; exports.json records it."""
 
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ def test_graph_is_checked_dynamic_and_recorded(exported):
     dims = [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "length"] and graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
     assert graph.opset_import[0].version >= 17
-    exports = json.loads((exported / "config.json").read_text())["exports"]
+    exports = json.loads((exported / "exports.json").read_text())
     assert exports["onnx"]["file"] == "model.onnx" and exports["onnx-int8"]["file"] == "model.int8.onnx"
     assert len(exports["onnx"]["sha256"]) == 64
-    assert load(exported).classes_.tolist() == ["neg", "pos"]  # config.json still loads
+    assert load(exported).classes_.tolist() == ["neg", "pos"]  # the checked model files are unchanged
 
 
 @torch.inference_mode()
@@ -86,7 +86,7 @@ def test_int8_graph_has_int8_weights_and_agrees(exported):
 def test_out_elsewhere_is_not_recorded(exported, tmp_path):
     out = export_onnx(exported, tmp_path / "elsewhere.onnx")
     assert out.is_file()
-    assert "elsewhere.onnx" not in (exported / "config.json").read_text()
+    assert "elsewhere.onnx" not in (exported / "exports.json").read_text()
 
 
 def test_export_of_a_non_model_is_one_clear_error(tmp_path, capsys):

@@ -98,6 +98,22 @@ def test_missing_graph_says_how_to_export(model_dir):
         textcnn.runtime.load(model_dir / "config.json")
 
 
+def test_a_damaged_or_stale_graph_is_refused(exported, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(exported, copy)
+    graph = bytearray((copy / "model.onnx").read_bytes())
+    graph[len(graph) // 2] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(graph))
+    with pytest.raises(ModelFormatError, match=r"model.onnx is damaged or was changed"):
+        textcnn.runtime.load(copy)
+    labels = json.loads((copy / "labels.json").read_text())
+    (copy / "labels.json").write_text(json.dumps({**labels, "classes": labels["classes"][::-1]}))
+    with pytest.raises(ModelFormatError, match=r"labels.json is damaged or was changed"):
+        textcnn.runtime.load(copy)  # the runtime checks the model files like textcnn.load does
+
+
 def test_serve_through_the_runtime(exported, fitted, tmp_path):
     with Server(exported, "--runtime", "onnx", log=tmp_path / "server.log") as srv:
         status, body = http("POST", srv.url + "/v1/predict", {"texts": TEXTS[:6], "top_k": 2})

@@ -77,6 +77,18 @@ def write_file(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Replaces (or creates) one file in one step: a complete temporary sibling renamed over it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        write_file(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _make_temp_dir(target: Path) -> tuple[Path, int | None]:
     prefix = temp_prefix(target)
     while True:

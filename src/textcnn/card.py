@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
+from .atomicdir import replace_file
 from .errors import ModelFormatError
 
 CARD_FORMAT = 1
@@ -150,23 +149,12 @@ def record_test(directory, clf, test_file, report: dict) -> dict:
 
 
 def _write_facts(directory: Path, facts: dict) -> None:
-    _atomic_write(directory / FACTS_FILE, _facts_json(facts))
-    _atomic_write(directory / CARD_FILE, render_card(facts))
+    replace_file(directory / FACTS_FILE, _facts_json(facts).encode("utf-8"))
+    replace_file(directory / CARD_FILE, render_card(facts).encode("utf-8"))
 
 
 def _facts_json(facts: dict) -> str:
     return json.dumps(facts, ensure_ascii=False, indent=1) + "\n"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----- the card for people -----

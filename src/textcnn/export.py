@@ -8,14 +8,14 @@ zeros change nothing). Export checks the graph with ``onnx.checker`` and compare
 PyTorch model on every length from 0 to past the widest window before writing it.
 
 Files go into the model directory by default (``model.onnx``, ``model.int8.onnx``) and are recorded
-in config.json under ``"exports"``; the runtime finds them there.
+in the directory's exports.json (with their SHA-256); the runtime finds and checks them there. Saving
+the model again writes a fresh directory without them, so a graph never outlives its weights.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -29,7 +29,9 @@ from torch import nn
 
 from . import __version__
 from .errors import ModelFormatError, missing_dependency
-from .model import PAD_ID, TextCNN
+from .serialization import record_export
+from .model import TextCNN
+from .vocab import PAD_ID
 
 OPSET = 18
 FILES = {False: "model.onnx", True: "model.int8.onnx"}
@@ -52,7 +54,7 @@ class PaddedForExport(nn.Module):
 
 
 def export_onnx(model_dir, out=None, *, int8: bool = False) -> Path:
-    """Writes the ONNX graph of the model saved in ``model_dir`` and records it in its config.json.
+    """Writes the ONNX graph of the model saved in ``model_dir`` and records it in its exports.json.
 
     Args:
         model_dir: a directory written by ``clf.save()`` or ``textcnn train``.
@@ -66,11 +68,11 @@ def export_onnx(model_dir, out=None, *, int8: bool = False) -> Path:
         MissingDependencyError: onnx, onnxscript or onnxruntime is not installed.
         ModelFormatError: ``model_dir`` is not a model, or the graph does not match the model.
     """
-    from .serialization import load_model
+    from .classifier import load
 
     _import_onnx()
     model_dir = Path(model_dir)
-    clf = load_model(model_dir)
+    clf = load(model_dir)
     out = Path(out) if out is not None else model_dir / FILES[int8]
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
@@ -83,7 +85,8 @@ def export_onnx(model_dir, out=None, *, int8: bool = False) -> Path:
             graph = quantized
         os.replace(graph, out)
     if out.resolve().parent == model_dir.resolve():
-        record_export(model_dir, EXPORT_KEYS[int8], out)
+        record_export(model_dir, EXPORT_KEYS[int8], {"file": out.name, "format": "onnx", "opset": OPSET,
+                                                     "sha256": _sha256(out), "textcnn_version": __version__})
     return out
 
 
@@ -185,28 +188,6 @@ def _quiet(logger: str):
         yield
     finally:
         log.setLevel(level)
-
-
-def record_export(model_dir, key: str, file) -> None:
-    """Adds ``{"file", "format", "opset", "sha256", "textcnn_version"}`` under config.json's
-    ``"exports"[key]``; the file is rewritten atomically (a temporary sibling renamed into place)."""
-    model_dir, file = Path(model_dir), Path(file)
-    config = model_dir / "config.json"
-    try:
-        meta = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFormatError(f"Cannot record the export in {config}: {e}. Save the model again.") from None
-    meta.setdefault("exports", {})[key] = {
-        "file": file.name, "format": "onnx", "opset": OPSET, "sha256": _sha256(file), "textcnn_version": __version__,
-    }
-    fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".config.json.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
-        os.replace(tmp, config)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _sha256(file: Path) -> str:

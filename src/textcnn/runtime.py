@@ -17,21 +17,18 @@ nor in the modules it imports, imports torch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from . import __version__
-from .config import TextCNNConfig
 from .data import check_texts, length_batches, pad_ids
 from .errors import ConfigError, ModelFormatError, TextCNNError, missing_dependency
 from .predictions import LabelledPredictions
-from .tokenizers import make_tokenizer
-from .vocab import Vocab
+from .serialization import EXPORTS, read_model_info
 
-FORMAT_VERSION = 1  # the model directory format this runtime reads (textcnn.serialization writes it)
 GRAPHS = {False: ("onnx", "model.onnx"), True: ("onnx-int8", "model.int8.onnx")}  # int8 -> config key, file
 BATCH_TEXTS, BATCH_TOKENS = 512, 32_768  # texts of similar length go together, at most this many padded tokens
 
@@ -86,57 +83,37 @@ def load(model_dir, int8: bool = False) -> OnnxPredictor:
         import onnxruntime as ort
     except ImportError as e:
         raise missing_dependency("onnxruntime", "runtime", "textcnn.runtime") from e
-    path = Path(model_dir)
-    if not path.is_dir():
-        raise ModelFormatError(f"'{path}' is not a directory. Pass the directory written by 'textcnn train --out' "
-                               "or clf.save(), after 'textcnn export' has added its ONNX graph.")
-    meta = _read_json(path, "config.json")
+    info = read_model_info(model_dir, extra=(EXPORTS,))
     pred = OnnxPredictor()
-    pred.config_ = _config(path, meta)
-    pred.vocab_ = Vocab.from_json(_read_json(path, "vocab.json"))
-    pred.tokenizer_ = make_tokenizer(**_read_json(path, "tokenizer.json"))
-    labels = _read_json(path, "labels.json")
-    pred.classes_ = np.array(labels["classes"], dtype=object)
-    pred.multi_label_ = meta.get("task") == "multi-label"
-    pred.thresholds_ = None if labels.get("thresholds") is None else np.asarray(labels["thresholds"], dtype=float)
-    pred.model_file_ = _graph_file(path, meta, int8)
+    pred.config_, pred.multi_label_ = info.config, info.multi_label
+    pred.vocab_, pred.tokenizer_ = info.vocab, info.tokenizer
+    pred.classes_ = np.array(info.classes, dtype=object)
+    pred.thresholds_ = None if info.thresholds is None else np.asarray(info.thresholds, dtype=float)
+    pred.model_file_, graph = _graph(info.path, info.files[EXPORTS], int8)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
-    pred.session_ = ort.InferenceSession(str(pred.model_file_), options, providers=["CPUExecutionProvider"])
+    pred.session_ = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     return pred
 
 
-def _config(path: Path, meta: dict) -> TextCNNConfig:
-    version = meta.get("format_version")
-    if not isinstance(version, int):
-        raise ModelFormatError(f"{path / 'config.json'} has no integer 'format_version': it is not a textcnn model config.")
-    if version > FORMAT_VERSION:
-        raise ModelFormatError(f"'{path}' was written in model format {version}; this textcnn ({__version__}) reads "
-                               f"formats up to {FORMAT_VERSION}. Upgrade with: pip install -U 'textcnn[runtime]'")
-    try:
-        return TextCNNConfig.from_dict(meta["config"])
-    except (KeyError, TypeError, ConfigError) as e:
-        raise ModelFormatError(f"{path / 'config.json'} holds an invalid config: {e}") from None
-
-
-def _graph_file(path: Path, meta: dict, int8: bool) -> Path:
+def _graph(path: Path, exports: bytes | OSError, int8: bool) -> tuple[Path, bytes]:
+    """The exported graph's file and bytes, checked against the SHA-256 that exports.json recorded."""
     if not isinstance(int8, bool):
         raise ConfigError(f"The 'int8' parameter must be a bool. Got {int8!r} instead.")
     key, default = GRAPHS[int8]
-    entry = meta.get("exports", {}).get(key) or {}
-    file = path / Path(str(entry.get("file", default))).name  # never outside the model directory
-    if not file.is_file():
-        raise ModelFormatError(f"'{path}' has no {file.name}: export the model first with: "
-                               f"textcnn export {path} --format onnx{' --int8' if int8 else ''}")
-    return file
-
-
-def _read_json(path: Path, name: str):
-    file = path / name
+    export_first = f"Export it first with: textcnn export {path} --format onnx{' --int8' if int8 else ''}"
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelFormatError(f"'{path}' has no {name}, so it is not a complete textcnn model directory. "
-                               "Copy the whole directory.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFormatError(f"{file} is damaged (not valid JSON: {e}). Restore it from a copy, or save the model again.") from None
+        entry = json.loads(exports)[key] if not isinstance(exports, OSError) else None
+    except (ValueError, TypeError, KeyError):
+        entry = None
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or "sha256" not in entry:
+        raise ModelFormatError(f"'{path}' has no exported {default} recorded in {EXPORTS}. {export_first}")
+    file = path / Path(entry["file"]).name  # never outside the model directory
+    try:
+        graph = file.read_bytes()
+    except OSError as e:
+        raise ModelFormatError(f"Cannot read {file}: {e.strerror or e}. {export_first}") from None
+    if hashlib.sha256(graph).hexdigest() != entry["sha256"]:
+        raise ModelFormatError(f"{file} is damaged or was changed: its SHA-256 differs from the one {EXPORTS} "
+                               f"recorded. {export_first}")
+    return file, graph

@@ -31,25 +31,41 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .atomicdir import read_files, replace_dir, write_file
+from .atomicdir import read_files, replace_dir, replace_file, write_file
 from .config import TextCNNConfig
 from .data import to_python
 from .errors import ModelFormatError
-from .model import TextCNN, build_model
 from .tokenizers import Tokenizer, tokenizer_from_spec
 from .vocab import Vocab
+
+if TYPE_CHECKING:  # PyTorch is needed for the weights only: the torch-free runtime reads the rest here
+    from .model import TextCNN
 
 FORMAT_VERSION = 2
 CONFIG, VOCAB, LABELS, TOKENIZER = "config.json", "vocab.json", "labels.json", "tokenizer.json"
 WEIGHTS, HISTORY, MANIFEST = "model.safetensors", "history.json", "manifest.json"
+EXPORTS = "exports.json"  # {"onnx": {"file", "sha256", ...}, "onnx-int8": {...}}: written by textcnn export
 FILES = (CONFIG, VOCAB, LABELS, TOKENIZER, WEIGHTS, HISTORY)  # the files manifest.json covers
 TASKS = ("single-label", "multi-label")
 FIX = "Restore the model directory from a copy, or train and save the model again."
+
+
+@dataclass
+class ModelInfo:
+    """A model directory without its network: what the PyTorch-free runtime needs, all checked."""
+
+    path: Path
+    config: TextCNNConfig
+    multi_label: bool
+    vocab: Vocab
+    tokenizer: Tokenizer
+    classes: list
+    thresholds: list[float] | None
+    history: list
+    files: dict  # name -> bytes (or the OSError met reading it), all from one version of the directory
 
 
 @dataclass
@@ -77,6 +93,8 @@ def write_model(parts: ModelParts, path, extra_files: dict[str, bytes] | None = 
     path = Path(path)
     target = Path(os.path.realpath(path))  # a symlink to a model: replace the model, keep the link
     _check_target(target)
+    from safetensors.torch import save as save_safetensors
+
     state = {k: v.detach().cpu().contiguous() for k, v in parts.model.state_dict().items()}
     files = {
         CONFIG: _json_bytes({"format_version": FORMAT_VERSION, "textcnn_version": __version__,
@@ -126,15 +144,28 @@ def read_model(path) -> ModelParts:
         ModelFormatError: a file is missing, damaged or disagrees with another, or the directory
             comes from a newer format. The message names the file and what is wrong.
     """
+    info = read_model_info(path, weights=True)
+    model = _model(info.path, info.files, info.config, len(info.vocab))
+    return ModelParts(config=info.config, multi_label=info.multi_label, vocab=info.vocab, tokenizer=info.tokenizer,
+                      classes=info.classes, thresholds=info.thresholds, model=model, history=info.history)
+
+
+def read_model_info(path, *, weights: bool = False, extra: tuple[str, ...] = ()) -> ModelInfo:
+    """Reads and checks everything but the network (no PyTorch needed); ``files`` holds the bytes read.
+
+    ``weights`` also reads (and checksums) model.safetensors; ``extra`` names more files to read from
+    the same version of the directory (the runtime's exports.json and graph), unchecked.
+    """
     path = Path(path)
-    blobs = _read_blobs(path)
+    names = [n for n in FILES if weights or n != WEIGHTS]
+    blobs = _read_blobs(path, (*names, MANIFEST, *extra))
     meta = _json_object(path, CONFIG, blobs)
     version = meta.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFormatError(f"{path / CONFIG} has no valid 'format_version' (got {version!r}): it is not a "
                                f"textcnn model config. {FIX}")
     try:
-        _verify_checksums(path, blobs, required=version >= 2)
+        _verify_checksums(path, blobs, names, required=version >= 2)
     except ModelFormatError:
         if version > FORMAT_VERSION:
             raise _newer_format(path, meta, version) from None
@@ -149,14 +180,33 @@ def read_model(path) -> ModelParts:
                                f"tokenizer={cfg.tokenizer!r}, lowercase={cfg.lowercase}. {FIX}")
     classes, thresholds = _labels(path, blobs, cfg, multi)
     history = _history(path, blobs, required=version >= 2)
-    model = _model(path, blobs, cfg, len(vocab))
-    return ModelParts(config=cfg, multi_label=multi, vocab=vocab, tokenizer=tokenizer, classes=classes,
-                      thresholds=thresholds, model=model, history=history)
+    return ModelInfo(path=path, config=cfg, multi_label=multi, vocab=vocab, tokenizer=tokenizer, classes=classes,
+                     thresholds=thresholds, history=history, files=blobs)
 
 
-def _read_blobs(path: Path) -> dict[str, bytes | OSError]:
+def record_export(path, key: str, entry: dict) -> None:
+    """Adds ``entry`` under ``key`` in the directory's exports.json (replaced in one step).
+
+    exports.json is outside the manifest: exporting adds to a model without changing it. Saving the
+    model again writes a fresh directory, so graphs of older weights never outlive them.
+    """
+    path = Path(path)
+    file = path / EXPORTS
+    exports = {}
+    if file.is_file():
+        try:
+            exports = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ModelFormatError(f"{file} is damaged ({e}); delete it and export again.") from None
+        if not isinstance(exports, dict):
+            raise ModelFormatError(f"{file} must hold a JSON object; delete it and export again.")
+    exports[key] = entry
+    replace_file(file, _json_bytes(exports))
+
+
+def _read_blobs(path: Path, names: tuple[str, ...]) -> dict[str, bytes | OSError]:
     try:
-        return read_files(path, (*FILES, MANIFEST))
+        return read_files(path, names)
     except (FileNotFoundError, NotADirectoryError):
         raise ModelFormatError(f"'{path}' is not a directory. Pass the directory written by 'textcnn train --out' "
                                "or clf.save().") from None
@@ -205,7 +255,8 @@ def _parsed(path: Path, name: str, blobs: dict, parse):
         raise ModelFormatError(f"{path / name} is not valid: {e}. {FIX}") from None
 
 
-def _verify_checksums(path: Path, blobs: dict, required: bool) -> None:
+def _verify_checksums(path: Path, blobs: dict, names: list[str], required: bool) -> None:
+    """Each of ``names`` against manifest.json (which must list every file of FILES)."""
     if isinstance(blobs[MANIFEST], FileNotFoundError) and not required:
         return  # format 1: written before checksums
     manifest = _json_object(path, MANIFEST, blobs)
@@ -213,7 +264,7 @@ def _verify_checksums(path: Path, blobs: dict, required: bool) -> None:
     if set(manifest) != {"sha256"} or not isinstance(sums, dict) or set(sums) != set(FILES):
         raise ModelFormatError(f"{path / MANIFEST} is damaged: it must hold {{\"sha256\": {{...}}}} with one entry for "
                                f"each of {', '.join(FILES)}. {FIX}")
-    for name in FILES:
+    for name in names:
         if sums[name] != _sha256(_blob(path, name, blobs)):
             raise ModelFormatError(f"{path / name} is damaged or was changed: its SHA-256 differs from the one "
                                    f"{MANIFEST} recorded when the model was saved (or {MANIFEST} is damaged). {FIX}")
@@ -290,6 +341,11 @@ def _history(path: Path, blobs: dict, required: bool) -> list:
 
 def _model(path: Path, blobs: dict, cfg: TextCNNConfig, vocab_size: int) -> TextCNN:
     """The network with the saved weights, checked against the shapes the config and vocabulary imply."""
+    import torch
+    from safetensors.torch import load as load_safetensors
+
+    from .model import build_model
+
     file = path / WEIGHTS
     try:
         state = load_safetensors(_blob(path, WEIGHTS, blobs))
@@ -328,6 +384,6 @@ def _check_state(file: Path, state: dict, expected: dict, vocab_size: int, num_c
     # A NaN or infinity anywhere makes the sum non-finite (one fast pass); huge finite values can
     # too, so a non-finite sum is confirmed element-wise.
     bad = [k for k, t in state.items() if t.is_floating_point() and not math.isfinite(t.sum())
-           and not bool(torch.isfinite(t).all())]
+           and not bool(t.isfinite().all())]
     if bad:
         raise ModelFormatError(f"{file} holds NaN or infinite weights in {', '.join(bad[:5])}. {FIX}")
