@@ -7,11 +7,10 @@ import json
 import signal
 import socket
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from .serving import Server, http, tiny_corpus, train_tiny
+from .serving import Server, http, metrics, tiny_corpus, train_tiny, wait_for
 
 import textcnn
 from textcnn.cli import main
@@ -131,18 +130,16 @@ def test_body_too_large_when_streamed_without_length(small_server):
     conn.close()
 
 
-def test_a_megabyte_text_is_refused_quickly(server):
+def test_a_megabyte_text_is_refused(server):
     body = json.dumps({"texts": ["a" * 1_000_000]}).encode()
-    start = time.monotonic()
     status, answer = http("POST", server.url + "/v1/predict", body)
-    assert time.monotonic() - start < 5
     assert status == 413 and answer["limit"] == "max_body_bytes" and answer["value"] == 1_000_000
     assert http("GET", server.url + "/v1/health")[0] == 200
 
 
 def test_a_huge_declared_body_is_refused_without_waiting_for_it(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 100000000\r\n\r\n{\"texts\": [\"")
         answer = b""
         while chunk := sock.recv(65536):  # the server answers and closes: it does not wait for 100 MB
@@ -195,11 +192,12 @@ def test_sigterm_finishes_the_request_in_flight(model_dir, tmp_path):
     with srv:
         body = json.dumps({"texts": ["how many kings ?"]}).encode()
         sock = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
-        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
-        time.sleep(0.3)  # the request is in flight: headers read, body half sent
+        # The request is in flight (headers read, body half sent) once the server counts it.
+        wait_for(lambda: metrics(srv.url)[("textcnn_queue_depth", ())] == 1, "the request to be admitted")
         srv.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        wait_for(lambda: not _accepts_connections(srv.port), "the server to stop listening")
         assert srv.proc.poll() is None, "the server quit with a request in flight"
         sock.sendall(body[10:])
         answer = b""
@@ -214,6 +212,14 @@ def test_sigterm_finishes_the_request_in_flight(model_dir, tmp_path):
         # uvicorn re-raises the signal once it has shut down cleanly, as a process killed by it would end.
         assert srv.proc.wait(20) in (0, -signal.SIGTERM)
         assert "Traceback" not in srv.log.read_text()
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
 
 
 # ----- the command line -----
