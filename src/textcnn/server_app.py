@@ -12,14 +12,16 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Callable
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException
 
 from . import load
@@ -33,14 +35,30 @@ from .server_metrics import MetricsMiddleware, ServerMetrics
 MODEL_ENDPOINTS = ("/v1/predict", "/v1/explain")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode_texts(texts: list[str]) -> list[str]:
+    """A JSON escape can smuggle a lone surrogate into a str; no answer holding it could be encoded."""
+    for i, text in enumerate(texts):
+        if match := _SURROGATE.search(text):
+            raise ValueError(f"texts[{i}] holds a lone surrogate (U+{ord(match.group()):04X}) at character "
+                             f"{match.start()}, which is not Unicode text. Send valid UTF-8 text.")
+    return texts
+
+
 class PredictRequest(BaseModel):
     texts: list[str] = Field(description="The texts to classify.", examples=[["How many people live in Tokyo?"]])
     top_k: int = Field(1, ge=1, description="Also list the K most probable labels.")
+
+    _check_texts = field_validator("texts")(_unicode_texts)
 
 
 class ExplainRequest(BaseModel):
     texts: list[str] = Field(description="The texts to explain.", examples=[["How many people live in Tokyo?"]])
     classes: list[str] | None = Field(None, description="Labels to explain (repeats are dropped); default every class.")
+
+    _check_texts = field_validator("texts")(_unicode_texts)
 
 
 class Runtime:
@@ -115,15 +133,16 @@ def _json(body: dict, status: int, headers: dict | None = None, close: bool = Fa
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
-def _error_response(e: Exception) -> JSONResponse:
-    """The JSON answer for an error a request caused (or met)."""
+def _error_response(e: Exception, log_it: bool = True) -> JSONResponse:
+    """The JSON answer for an error a request caused (or met). Unexpected errors are logged (``log_it``)."""
     if isinstance(e, LimitExceeded):
         return _json(e.body(), e.status, e.headers())
     if isinstance(e, ServerUnavailable):
         return _json({"detail": str(e)}, 503)
     if isinstance(e, TextCNNError):
         return _json({"detail": str(e)}, 422)
-    log.exception("textcnn serve: a request failed", exc_info=e)
+    if log_it:
+        log.error("textcnn serve: a request failed", exc_info=e)
     return _json({"detail": f"The server failed on this request ({type(e).__name__}). It is logged; "
                             "other requests are not affected."}, 500)
 
@@ -278,11 +297,16 @@ class FastPredict:
         except _BodyTooLarge as e:
             response = e.response()
         except ValidationError as e:
-            errors = [{**err, "loc": ["body", *err["loc"]]} for err in e.errors(include_url=False, include_context=False, include_input=False)]
-            response = JSONResponse({"detail": errors}, status_code=422)
+            response = _invalid([{**err, "loc": ["body", *err["loc"]]} for err in e.errors(include_url=False)])
         except Exception as e:  # noqa: BLE001 - every other error becomes its JSON answer
             response = _error_response(e)
         await response(scope, receive, send)
+
+
+def _invalid(errors: list[dict]) -> JSONResponse:
+    """FastAPI's 422 shape, without echoing the input (it may be large, or not encodable)."""
+    keep = ("type", "loc", "msg")
+    return JSONResponse({"detail": [{k: err[k] for k in keep if k in err} for err in errors]}, status_code=422)
 
 
 async def _read_body(receive) -> bytes:
@@ -349,8 +373,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def body_too_large(request: Request, exc: _BodyTooLarge):
         return exc.response()
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        return _invalid(exc.errors())
+
     async def as_json(request: Request, exc: Exception):
-        return _error_response(exc)
+        return _error_response(exc, log_it=False)  # starlette re-raises an unhandled error: uvicorn logs it
 
     for error in (LimitExceeded, ServerUnavailable, TextCNNError, Exception):
         app.add_exception_handler(error, as_json)
