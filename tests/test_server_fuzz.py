@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from .serving import InProcessServer, request, train_tiny
 
@@ -43,6 +43,8 @@ def _post(server, path: str, raw: bytes) -> None:
 @pytest.mark.parametrize("path", ["/v1/predict", "/v1/explain"])
 @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(body=requests)
+@example(body={"texts": ["a\ud800"]})  # a lone surrogate, escaped in valid JSON: once a 500 from explain
+@example(body={"texts": ["who"], "top_k": 10**30, "classes": ["HUM"] * 50})
 def test_random_json_bodies_never_get_a_5xx(server, path, body):
     _post(server, path, json.dumps(body).encode())
 
