@@ -173,14 +173,21 @@ class Phase:
 
 
 class Connections:
-    """Keep-alive connections for the open-loop client, at most ``cap`` open."""
+    """Keep-alive connections for the open-loop client, at most ``cap`` open. A connection idle for
+    ``IDLE_S`` is dropped rather than reused: uvicorn closes idle ones after 5 s (a real client
+    would retry on a fresh connection; this one never sends on a stale one)."""
+
+    IDLE_S = 4.0
 
     def __init__(self, port: int, cap: int) -> None:
         self.port, self.cap, self.free, self.open = port, cap, [], 0
 
     async def get(self):
-        if self.free:
-            return self.free.pop()
+        while self.free:
+            conn, last_used = self.free.pop()
+            if time.monotonic() - last_used < self.IDLE_S:
+                return conn
+            self._close(conn)
         if self.open >= self.cap:
             return None
         self.open += 1
@@ -192,10 +199,17 @@ class Connections:
 
     def put(self, conn, keep: bool) -> None:
         if keep:
-            self.free.append(conn)
+            self.free.append((conn, time.monotonic()))
         else:
-            conn[1].close()
-            self.open -= 1
+            self._close(conn)
+
+    def _close(self, conn) -> None:
+        conn[1].close()
+        self.open -= 1
+
+    def close_all(self) -> None:
+        while self.free:
+            self._close(self.free.pop()[0])
 
 
 async def one_request(conns: Connections, body: bytes, phase: Phase) -> None:
@@ -265,15 +279,14 @@ async def open_loop(port: int, pid: int, bodies: list[bytes], phase: Phase, conn
 
 
 async def overload_scenario(port: int, pid: int, bodies: list[bytes], sustainable: float, args) -> list[dict]:
-    conns = Connections(port, args.max_client_connections)
     phases = [Phase("overload", sustainable * args.overload_factor, args.overload_seconds),
               Phase("recovery", sustainable / 2, args.recover_seconds)]
     out = []
     for phase in phases:
+        conns = Connections(port, args.max_client_connections)
         out.append(await open_loop(port, pid, bodies, phase, conns))
+        conns.close_all()
         print(f"{phase.name:>9}: {json.dumps(out[-1])}", flush=True)
-    for _, writer in conns.free:
-        writer.close()
     return out
 
 
