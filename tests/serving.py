@@ -1,4 +1,5 @@
-"""Helpers for the explain, server and browser tests: a tiny corpus and a real ``textcnn serve`` process."""
+"""Helpers for the explain, server and browser tests: a tiny corpus, a real ``textcnn serve`` process,
+a real uvicorn server in a thread (for fault injection), and waiting on conditions instead of sleeping."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
+
+import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from textcnn import TextCNNClassifier
+from textcnn.server import create_app
 
 QUESTION_WORDS = {
     "NUM": ["how many", "how much", "what year"],
@@ -48,15 +55,113 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body=None, timeout: float = 30.0) -> tuple[int, dict]:
-    """One request with the standard library; returns (status, parsed JSON body)."""
+def request(method: str, url: str, body=None, timeout: float = 30.0,
+            headers: dict | None = None) -> tuple[int, dict, dict | str]:
+    """One request with the standard library; returns (status, headers, parsed JSON body or text)."""
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as res:
-            return res.status, json.loads(res.read())
+            status, head, raw = res.status, dict(res.headers), res.read()
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+        status, head, raw = e.code, dict(e.headers), e.read()
+    return status, head, json.loads(raw) if head.get("content-type", "").startswith("application/json") else raw.decode()
+
+
+def http(method: str, url: str, body=None, timeout: float = 30.0, headers: dict | None = None) -> tuple[int, dict]:
+    """One request; returns (status, parsed JSON body)."""
+    status, _, answer = request(method, url, body, timeout, headers)
+    return status, answer
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0):
+    """Polls ``condition`` until it is true (and returns it); fails after ``timeout`` seconds naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def metrics(url: str) -> dict[tuple, float]:
+    """GET /metrics parsed: {(sample name, sorted label items): value}."""
+    status, text = http("GET", url + "/metrics")
+    assert status == 200, text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+class InProcessServer:
+    """The application from :func:`textcnn.server.create_app` under a real uvicorn server, in a thread of
+    this process: the test can hold the model or break it (``Gated``) while real HTTP requests arrive."""
+
+    def __init__(self, clf, settings, **kwargs) -> None:
+        self.app = create_app(clf, settings, **kwargs)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def runtime(self):
+        return self.app.state.runtime
+
+    def __enter__(self) -> "InProcessServer":
+        self.thread.start()
+        wait_for(lambda: self.server.started or not self.thread.is_alive(), "uvicorn to start")
+        assert self.server.started, "uvicorn did not start"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+class Gated:
+    """A real classifier whose model calls wait while ``release`` is clear, and fail on the text
+    ``fail_on`` (with an exception of type ``error``). Records each call's texts and thread name."""
+
+    def __init__(self, clf) -> None:
+        self.clf = clf
+        self.release = threading.Event()
+        self.release.set()
+        self.calls: list[list[str]] = []
+        self.threads: list[str] = []
+        self.fail_on: str | None = None
+        self.error: type[BaseException] = RuntimeError
+
+    def __getattr__(self, name):
+        return getattr(self.clf, name)
+
+    def _enter(self, texts) -> None:
+        self.calls.append(list(texts))
+        self.threads.append(threading.current_thread().name)
+        assert self.release.wait(30), "the test never released the model"
+        if self.fail_on is not None and self.fail_on in texts:
+            raise self.error(f"injected fault on {self.fail_on!r}")
+
+    def predict_records(self, texts, top_k: int = 1):
+        self._enter(texts)
+        return self.clf.predict_records(texts, top_k)
+
+    def explain(self, texts, *, classes=None):
+        self._enter(texts)
+        return self.clf.explain(texts, classes=classes)
+
+
+def in_threads(fn: Callable, args: list) -> tuple[list, list[threading.Thread]]:
+    """Starts ``fn(arg)`` for each arg in its own thread; returns the results list (filled as they end) and the threads."""
+    results = [None] * len(args)
+
+    def call(i, arg):
+        results[i] = fn(arg)
+
+    threads = [threading.Thread(target=call, args=(i, a), daemon=True) for i, a in enumerate(args)]
+    for t in threads:
+        t.start()
+    return results, threads
 
 
 class Server:
@@ -81,7 +186,7 @@ class Server:
                     return
             except OSError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise RuntimeError(f"textcnn serve did not answer /v1/health in {timeout} s:\n{self.log.read_text()}")
 
     def stop(self, timeout: float = 20.0) -> int:

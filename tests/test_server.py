@@ -7,15 +7,14 @@ import json
 import signal
 import socket
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from .serving import Server, http, tiny_corpus, train_tiny
+from .serving import InProcessServer, Server, http, metrics, tiny_corpus, train_tiny, wait_for
 
 import textcnn
 from textcnn.cli import main
-from textcnn.server import static_dir
+from textcnn.server import ServerSettings, resolve_allowed_hosts, static_dir
 
 TEXTS, _ = tiny_corpus(40, seed=7)
 
@@ -41,8 +40,9 @@ def server(model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def small_server(model_dir, tmp_path_factory):
-    """Small limits, batching off."""
-    flags = ["--max-texts", "4", "--max-text-chars", "100", "--max-body-bytes", "2000", "--no-batching"]
+    """Small limits, batching off, an access log."""
+    flags = ["--max-texts", "4", "--max-text-chars", "100", "--max-body-bytes", "2000", "--no-batching",
+             "--max-explain-cost", "50", "--access-log"]
     with Server(model_dir, *flags, log=tmp_path_factory.mktemp("log") / "server.log") as srv:
         yield srv
 
@@ -131,18 +131,16 @@ def test_body_too_large_when_streamed_without_length(small_server):
     conn.close()
 
 
-def test_a_megabyte_text_is_refused_quickly(server):
+def test_a_megabyte_text_is_refused(server):
     body = json.dumps({"texts": ["a" * 1_000_000]}).encode()
-    start = time.monotonic()
     status, answer = http("POST", server.url + "/v1/predict", body)
-    assert time.monotonic() - start < 5
     assert status == 413 and answer["limit"] == "max_body_bytes" and answer["value"] == 1_000_000
     assert http("GET", server.url + "/v1/health")[0] == 200
 
 
 def test_a_huge_declared_body_is_refused_without_waiting_for_it(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 100000000\r\n\r\n{\"texts\": [\"")
         answer = b""
         while chunk := sock.recv(65536):  # the server answers and closes: it does not wait for 100 MB
@@ -165,6 +163,106 @@ def test_invalid_requests_get_422(server, payload, where):
 def test_invalid_json_gets_422(server):
     status, body = http("POST", server.url + "/v1/predict", b'{"texts": [')
     assert status == 422 and body["detail"][0]["type"] == "json_invalid"
+
+
+def test_repeated_classes_are_explained_once(server):
+    """20,000 copies of one class (a 200 KB body) once gave a 104 MB answer after 10 s of CPU."""
+    status, body = http("POST", server.url + "/v1/explain", {"texts": [TEXTS[0]], "classes": ["HUM"] * 20_000})
+    assert status == 200
+    assert [c["label"] for c in body["explanations"][0]["classes"]] == ["HUM"]
+
+
+def test_explain_cost_limit(small_server, clf):
+    # 2 texts of 4 tokens x 2 window sizes x 3 classes = 48 <= 50; one more class-worth of tokens passes it
+    ok = http("POST", small_server.url + "/v1/explain", {"texts": ["who was the king", "where is the river"]})
+    assert ok[0] == 200 and len(ok[1]["explanations"][0]["classes"]) == 3
+    status, body = http("POST", small_server.url + "/v1/explain", {"texts": ["who was the old king", "where is the river"]})
+    assert status == 422
+    assert (body["limit"], body["value"]) == ("max_explain_cost", 50)
+    assert "54 n-gram scores" in body["detail"] and "--max-explain-cost" in body["detail"]
+    one = http("POST", small_server.url + "/v1/explain", {"texts": ["who was the old king", "where is the river"],
+                                                          "classes": ["HUM", "HUM"]})
+    assert one[0] == 200  # one distinct class: 18
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/explain"])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", ""])
+def test_json_endpoints_refuse_other_content_types(server, path, content_type):
+    """A cross-site page may POST text/plain or a form without a preflight: it must not reach the model."""
+    status, body = http("POST", server.url + path, {"texts": ["who was the king"]}, headers={"Content-Type": content_type})
+    assert status == 415
+    assert "Content-Type: application/json" in body["detail"]
+    ok = http("POST", server.url + path, {"texts": ["who"]}, headers={"Content-Type": "Application/JSON; charset=utf-8"})
+    assert ok[0] == 200
+
+
+@pytest.mark.parametrize("host, allowed", [("evil.example", False), ("evil.example:80", False), ("127.0.0.1.evil.example", False),
+                                           ("localhost", True), ("127.0.0.1", True), ("[::1]", True)])
+def test_only_localhost_names_on_loopback(server, host, allowed):
+    """A DNS-rebinding page (evil.example resolving to 127.0.0.1) sends its own Host: refused."""
+    for path in ("/v1/metadata", "/v1/health", "/"):
+        conn = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", path, headers={"Host": host})
+        res = conn.getresponse()
+        answer = res.read()
+        conn.close()
+        if allowed:
+            assert res.status == 200, (host, path)
+        else:
+            assert res.status == 400, (host, path)
+            assert json.loads(answer)["limit"] == "allowed_hosts" and b"--allowed-hosts" in answer
+
+
+def test_metadata_shows_no_server_paths(model_dir, tmp_path):
+    clf = textcnn.load(model_dir)
+    clf.config_ = clf.config_.replace(embeddings=str(tmp_path / "private" / "vectors.vec"))
+    with InProcessServer(clf, ServerSettings()) as srv:
+        meta = http("GET", srv.url + "/v1/metadata")[1]
+    assert meta["config"]["embeddings"] == "vectors.vec"
+    assert str(tmp_path) not in json.dumps(meta) and str(model_dir) not in json.dumps(meta)
+
+
+def test_metrics(server):
+    before = metrics(server.url)
+    assert http("POST", server.url + "/v1/predict", {"texts": ["who was the king"]})[0] == 200
+    assert http("POST", server.url + "/v1/predict", {"texts": "no list"})[0] == 422
+    assert http("GET", server.url + "/no/such/path/12345")[0] == 404
+    after = metrics(server.url)
+
+    def grew(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert grew("textcnn_requests_total", endpoint="/v1/predict", status="200") == 1
+    assert grew("textcnn_requests_total", endpoint="/v1/predict", status="422") == 1
+    assert grew("textcnn_requests_total", endpoint="other", status="404") == 1  # a client cannot add labels
+    assert grew("textcnn_request_duration_seconds_count", endpoint="/v1/predict") == 2
+    assert grew("textcnn_batch_requests_count") == 1 and grew("textcnn_batch_texts_sum") == 1
+    assert after[("textcnn_queue_depth", ())] == 0
+    assert not any("no/such" in str(labels) for _, labels in after)
+
+
+def test_two_apps_in_one_process_keep_their_own_metrics(clf):
+    with InProcessServer(clf, ServerSettings()) as a, InProcessServer(clf, ServerSettings()) as b:
+        assert http("POST", a.url + "/v1/predict", {"texts": ["who"]})[0] == 200
+        key = ("textcnn_requests_total", (("endpoint", "/v1/predict"), ("status", "200")))
+        assert metrics(a.url)[key] == 1 and key not in metrics(b.url)
+
+
+def test_access_log(server, small_server):
+    """Off by default; --access-log writes one line per request."""
+    assert http("POST", small_server.url + "/v1/predict", {"texts": ["who was it"]})[0] == 200
+    assert http("POST", server.url + "/v1/predict", {"texts": ["who was it"]})[0] == 200
+    wait_for(lambda: '"POST /v1/predict HTTP/1.1" 200' in small_server.log.read_text(), "the access log line")
+    assert "/v1/predict" not in server.log.read_text()
+
+
+def test_allowed_hosts_follow_the_address():
+    assert resolve_allowed_hosts(ServerSettings(), "127.0.0.1").allowed_hosts == ("localhost", "127.0.0.1", "::1")
+    assert resolve_allowed_hosts(ServerSettings(), "::1").allowed_hosts == ("localhost", "127.0.0.1", "::1")
+    assert resolve_allowed_hosts(ServerSettings(), "0.0.0.0").allowed_hosts == ("*",)
+    given = ServerSettings(allowed_hosts=("api.example.com",))
+    assert resolve_allowed_hosts(given, "0.0.0.0") == given
 
 
 def test_unknown_class_in_explain(server):
@@ -195,11 +293,12 @@ def test_sigterm_finishes_the_request_in_flight(model_dir, tmp_path):
     with srv:
         body = json.dumps({"texts": ["how many kings ?"]}).encode()
         sock = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
-        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
-        time.sleep(0.3)  # the request is in flight: headers read, body half sent
+        # The request is in flight (headers read, body half sent) once the server counts it.
+        wait_for(lambda: metrics(srv.url)[("textcnn_queue_depth", ())] == 1, "the request to be admitted")
         srv.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        wait_for(lambda: not _accepts_connections(srv.port), "the server to stop listening")
         assert srv.proc.poll() is None, "the server quit with a request in flight"
         sock.sendall(body[10:])
         answer = b""
@@ -216,6 +315,14 @@ def test_sigterm_finishes_the_request_in_flight(model_dir, tmp_path):
         assert "Traceback" not in srv.log.read_text()
 
 
+def _accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
 # ----- the command line -----
 
 def test_serve_bad_model_dir(tmp_path, capsys):
@@ -223,9 +330,14 @@ def test_serve_bad_model_dir(tmp_path, capsys):
     assert "is not a directory" in capsys.readouterr().err
 
 
-def test_serve_bad_limit(model_dir, capsys):
-    assert main(["serve", str(model_dir), "--max-texts", "0"]) == 2
-    assert "--max-texts must be >= 1. Got 0 instead." in capsys.readouterr().err
+@pytest.mark.parametrize("flags, message", [
+    (["--max-texts", "0"], "--max-texts must be >= 1. Got 0 instead."),
+    (["--max-queue", "0"], "--max-queue must be >= 1. Got 0 instead."),
+    (["--allowed-hosts", "a*.example.com"], "--allowed-hosts: 'a*.example.com' is not a host name"),
+])
+def test_serve_bad_limit(model_dir, capsys, flags, message):
+    assert main(["serve", str(model_dir), *flags]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_serve_port_in_use(model_dir, capsys):

@@ -351,14 +351,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .server import ServerSettings, run_server
+    from .server import run_server, settings_from_args
 
-    settings = ServerSettings(
-        max_texts=args.max_texts, max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
-        batching=args.batching, batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch,
-    )
-    run_server(args.model_dir, host=args.host, port=args.port, settings=settings, runtime=args.runtime)
-    return 0
+    return run_server(args.model_dir, host=args.host, port=args.port, settings=settings_from_args(args),
+                      runtime=args.runtime)
 
 
 # ----- parser -----

@@ -94,16 +94,34 @@ def explain(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> li
 
 
 def _class_indices(clf, classes: Sequence | None) -> list[int]:
+    """Indices of the asked classes in ``clf.classes_``, each once, in the order first asked."""
     if classes is None:
         return list(range(len(clf.classes_)))
     names = {str(c): i for i, c in enumerate(clf.classes_)}
-    out = []
+    out: dict[int, None] = {}  # ordered, without repeats: a class asked twice is explained once
     for c in classes:
         if str(c) not in names:
             raise ConfigError(f"The class {c!r} is not one of the model's classes "
                               f"({', '.join(map(str, clf.classes_))}).")
-        out.append(names[str(c)])
-    return out
+        out[names[str(c)]] = None
+    return list(out)
+
+
+def explain_cost(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> int:
+    """An upper bound on the n-gram scores :func:`explain` would return: for each text, its used tokens
+    (at least 1) x its window sizes x the distinct classes asked. The server refuses requests over
+    ``--max-explain-cost`` with it before doing the work.
+
+    Raises:
+        DataFormatError: a text is not a string.
+        ConfigError: a label in ``classes`` is not one of the model's classes.
+    """
+    clf._check_fitted()
+    texts = check_texts(texts, "texts")
+    n_classes = len(_class_indices(clf, classes))
+    limit = clf.config_.max_text_len
+    tokens = sum(max(1, min(len(clf.tokenizer_.tokenize(t)), limit)) for t in texts)
+    return tokens * len(clf.config_.window_sizes) * n_classes
 
 
 @torch.inference_mode()
