@@ -25,7 +25,7 @@ from .errors import ConfigError, DataFormatError, ModelFormatError, NotFittedErr
 from .fastpath import Predictor
 from .labels import class_list, detect_multi_label, label_targets, normalise_labels
 from .metrics import best_thresholds, classification_report, multilabel_report
-from .model import build_model
+from .model import build_model, min_length
 from .predictions import LabelledPredictions
 from .predictions import sigmoid as _sigmoid
 from .serialization import ModelParts, read_model, write_model
@@ -273,7 +273,7 @@ class TextCNNClassifier(LabelledPredictions):
         settings = TrainSettings(
             epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
             weight_decay=cfg.weight_decay, patience=cfg.patience, monitor=monitor, seed=cfg.seed,
-            min_len=max(cfg.window_sizes), max_norm=cfg.max_norm, device=device, progress=self.verbose >= 1,
+            min_len=min_length(cfg.window_sizes), max_norm=cfg.max_norm, device=device, progress=self.verbose >= 1,
             embedding_lr_scale=cfg.embedding_lr_scale,
         )
         result = fit_model(self.model_, train_ids, targets, loss_fn, evaluate, settings, self._log)

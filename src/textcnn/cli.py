@@ -291,7 +291,7 @@ def _label_and_prob(rec: dict) -> tuple[str, str]:
 
 
 def cmd_summary(args) -> int:
-    from .model import build_model
+    from .model import build_model, min_length
     from .summary import render_summary
 
     if args.model_dir:
@@ -303,7 +303,7 @@ def cmd_summary(args) -> int:
         cfg = TextCNNConfig.from_dict(params)
         model = build_model(cfg, args.vocab_size)
     length = args.text_len or cfg.max_text_len
-    widest = max(model.window_sizes)  # a config's window_sizes may be None: the model's are resolved
+    widest = min_length(model.window_sizes)  # a config's window_sizes may be None: the model's are resolved
     if length < widest:
         raise ConfigError(f"--max-text-len {length} is shorter than the widest window ({widest}); "
                           "the seed's MaxPool1d(max_text_len - h + 1) needs at least that.")

@@ -30,7 +30,7 @@ from torch import nn
 from . import __version__
 from .errors import ModelFormatError, missing_dependency
 from .serialization import record_export
-from .model import TextCNN
+from .model import TextCNN, min_length
 from .vocab import PAD_ID
 
 OPSET = 18
@@ -49,7 +49,7 @@ class PaddedForExport(nn.Module):
         self.model = model
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        ids = F.pad(ids, (0, max(self.model.window_sizes)), value=PAD_ID)  # (B, T + max_k)
+        ids = F.pad(ids, (0, min_length(self.model.window_sizes)), value=PAD_ID)  # (B, T + max_k)
         return self.model(ids)  # (B, C)
 
 
@@ -102,7 +102,7 @@ def _export_fp32(model: TextCNN, file: Path) -> None:
     import onnx
 
     wrapped = PaddedForExport(model).eval()
-    example = torch.ones(2, max(model.window_sizes) + 1, dtype=torch.long)  # (B, T)
+    example = torch.ones(2, min_length(model.window_sizes) + 1, dtype=torch.long)  # (B, T)
     dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("length")}
     with warnings.catch_warnings(), _quiet("torch.onnx"):
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
@@ -126,11 +126,11 @@ def _check_graph(model: TextCNN, file: Path) -> None:
     rng = np.random.default_rng(0)
     vocab = model.embedding.num_embeddings
     worst = 0.0
-    for length in range(max(model.window_sizes) + 3):
+    for length in range(min_length(model.window_sizes) + 3):
         ids = rng.integers(1, vocab, size=(3, length)) if vocab > 1 else np.zeros((3, length), dtype=np.int64)
         ids[1, length // 2:] = PAD_ID  # a shorter text in the same batch
         ids[2, :] = PAD_ID  # an empty one
-        expected = model(F.pad(torch.from_numpy(ids), (0, max(model.window_sizes)))).numpy()  # (3, C)
+        expected = model(F.pad(torch.from_numpy(ids), (0, min_length(model.window_sizes)))).numpy()  # (3, C)
         got = session.run(None, {INPUT: ids.astype(np.int64)})[0]  # (3, C)
         worst = max(worst, float(np.abs(expected - got).max()))
     if worst > TOLERANCE:
