@@ -74,19 +74,26 @@ def export_onnx(model_dir, out=None, *, int8: bool = False) -> Path:
     model_dir = Path(model_dir)
     clf = load(model_dir)
     out = Path(out) if out is not None else model_dir / FILES[int8]
+    write_graph(clf.model_, out, int8=int8)
+    if out.resolve().parent == model_dir.resolve():
+        record_export(model_dir, EXPORT_KEYS[int8], {"file": out.name, "format": "onnx", "opset": OPSET,
+                                                     "sha256": _sha256(out), "textcnn_version": __version__})
+    return out
+
+
+def write_graph(model: TextCNN, out, *, int8: bool = False) -> Path:
+    """The ONNX graph of ``model`` (checked against it on every length), written to ``out`` in one step."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         graph = Path(tmp) / "model.onnx"
-        _export_fp32(clf.model_, graph)
-        _check_graph(clf.model_, graph)
+        _export_fp32(model, graph)
+        _check_graph(model, graph)
         if int8:
             quantized = Path(tmp) / "model.int8.onnx"
             _quantize(graph, quantized)
             graph = quantized
         os.replace(graph, out)
-    if out.resolve().parent == model_dir.resolve():
-        record_export(model_dir, EXPORT_KEYS[int8], {"file": out.name, "format": "onnx", "opset": OPSET,
-                                                     "sha256": _sha256(out), "textcnn_version": __version__})
     return out
 
 
