@@ -46,11 +46,16 @@ class Records:
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
     def skipped_summary(self) -> str | None:
-        if not self.skipped:
-            return None
-        where = ", ".join(str(line) for line, _ in self.skipped[:10])
-        more = f" and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
-        return f"Skipped {len(self.skipped)} invalid row(s) of {self.source} (lines {where}{more})."
+        return skipped_summary(self.source, self.skipped)
+
+
+def skipped_summary(source: str, skipped: list[tuple[int, str]], unit: str = "line") -> str | None:
+    """One line naming the rows that --skip-invalid skipped (the first 10), or None."""
+    if not skipped:
+        return None
+    where = ", ".join(str(line) for line, _ in skipped[:10])
+    more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+    return f"Skipped {len(skipped)} invalid row(s) of {source} ({unit}s {where}{more})."
 
 
 def detect_format(path: Path, fmt: str | None, *, labeled: bool) -> str:

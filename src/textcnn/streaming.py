@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
+from .data import skipped_summary
 from .errors import ConfigError, DataFormatError, missing_dependency
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet", "lines")
@@ -48,11 +49,7 @@ class StreamResult:
     unit: str = "line"  # what the numbers in ``skipped`` count: lines, or rows of a Parquet file
 
     def skipped_summary(self) -> str | None:
-        if not self.skipped:
-            return None
-        where = ", ".join(str(line) for line, _ in self.skipped[:10])
-        more = f" and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
-        return f"Skipped {len(self.skipped)} invalid row(s) of {self.source} ({self.unit}s {where}{more})."
+        return skipped_summary(self.source, self.skipped, self.unit)
 
 
 def detect_input_format(path: str | Path, fmt: str | None = None) -> str:
