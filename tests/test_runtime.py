@@ -91,6 +91,29 @@ def test_without_torch_in_the_process(exported, fitted):
     assert not any(m == "torch" or m.startswith("torch.") or m == "safetensors" for m in out["modules"])
 
 
+def test_predict_a_file_without_torch(exported, fitted, tmp_path):
+    """`textcnn predict --runtime onnx --input --output` streams a file in a process where torch cannot be imported."""
+    import csv
+
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    with source.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "text"], *[[i, t] for i, t in enumerate(TEXTS[1:])]])  # no empty row
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None
+        from textcnn.cli import main
+        code = main(["predict", {str(exported)!r}, "--runtime", "onnx", "--input", {str(source)!r},
+                     "--output", {str(out)!r}, "--chunk-size", "7", "-q"])
+        assert "torch" not in sys.modules or sys.modules["torch"] is None
+        sys.exit(code)
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True)
+    with out.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == [str(i) for i in range(len(TEXTS) - 1)]
+    assert [r["label"] for r in rows] == [str(y) for y in fitted.predict(TEXTS[1:])]
+
+
 def test_missing_graph_says_how_to_export(model_dir):
     with pytest.raises(ModelFormatError, match=r"textcnn export .* --format onnx --int8"):
         textcnn.runtime.load(model_dir, int8=True)

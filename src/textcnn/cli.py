@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from . import TextCNNConfig, __version__, card, read_records, streaming
+from . import TextCNNConfig, __version__, card, read_records, runtime, streaming
 from .errors import ConfigError, TextCNNError
 from .labels import detect_multi_label, normalise_labels
 
@@ -158,7 +158,8 @@ def cmd_train(args) -> int:
 
 
 def _load_verbose(args):
-    clf = load(args.model_dir)
+    clf = load(args.model_dir) if getattr(args, "runtime", "torch") == "torch" else \
+        runtime.load_predictor(args.model_dir, args.runtime)
     clf.verbose = 1 + args.verbose if args.verbose else 0  # -v: the prediction path on stderr
     return clf
 
@@ -230,6 +231,12 @@ def _check_one_source(args, verb: str) -> None:
     """TEXT arguments or --input, exactly one of them."""
     if bool(args.texts) == bool(args.input):
         raise ConfigError(f"Give texts to {verb} as arguments, or --input FILE (--input - for standard input), not both.")
+
+
+def _add_runtime_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=list(runtime.RUNTIMES), default="torch",
+                   help="predict with PyTorch, or with the exported graph through textcnn.runtime (no PyTorch; "
+                        "run 'textcnn export' first) [torch]")
 
 
 def cmd_predict(args) -> int:
@@ -413,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=streaming.DEFAULT_CHUNK_SIZE, metavar="ROWS",
                    help=f"rows read, classified and written at a time with --output [{streaming.DEFAULT_CHUNK_SIZE}]")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar with --output")
+    _add_runtime_flag(p)
     p.add_argument("-v", "--verbose", action="count", default=0, help="say which prediction path runs")
     add_input_flags(p, format_flag="--input-format", extra_formats=("parquet",))
     p.set_defaults(func=cmd_predict)
@@ -454,9 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve MODEL_DIR over HTTP: /v1/predict, /v1/explain, /v1/health, /v1/metadata, "
                                    "the API docs at /docs and a web page at /. Needs: pip install 'textcnn[serve]'")
     p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
-                   help="predict with PyTorch, or with the exported graph through textcnn.runtime (no PyTorch; "
-                        "run 'textcnn export' first) [torch]")
+    _add_runtime_flag(p)
     add_serve_flags(p)
     p.set_defaults(func=cmd_serve)
     return parser

@@ -117,3 +117,20 @@ def _graph(path: Path, exports: bytes | OSError, int8: bool) -> tuple[Path, byte
         raise ModelFormatError(f"{file} is damaged or was changed: its SHA-256 differs from the one {EXPORTS} "
                                f"recorded. {export_first}")
     return file, graph
+
+
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+
+
+def load_predictor(model_dir, runtime: str = "torch"):
+    """A saved model for prediction: the PyTorch classifier (``"torch"``, imported only then), or the
+    exported graph through :func:`load` (``"onnx"``, ``"onnx-int8"``); both have ``predict_records``.
+    The choice behind ``--runtime`` of ``textcnn predict`` and ``textcnn serve``."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}. Got {runtime!r} instead.")
+    if runtime == "torch":
+        from . import load as load_classifier
+
+        return load_classifier(model_dir)
+    return load(model_dir, int8=runtime == "onnx-int8")
+

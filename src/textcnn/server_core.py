@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Callable
 
+from .runtime import load_predictor as load_for_serving  # noqa: F401 - the server's loader (--runtime)
+
 log = logging.getLogger("textcnn.server")
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -224,17 +226,6 @@ class ModelWorkers:
 
     def stop(self) -> None:
         self.executor.shutdown(wait=True)
-
-
-def load_for_serving(model_dir, runtime: str = "torch"):
-    """The classifier, or the PyTorch-free predictor of textcnn.runtime (same predict_records and attributes)."""
-    if runtime == "torch":
-        from . import load
-
-        return load(model_dir)
-    from . import runtime as onnx_runtime
-
-    return onnx_runtime.load(model_dir, int8=runtime == "onnx-int8")
 
 
 def versions() -> dict[str, Any]:
