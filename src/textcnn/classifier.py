@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import warnings
 from typing import Any, Iterable, Sequence
@@ -27,7 +29,7 @@ from .metrics import best_thresholds, classification_report, multilabel_report
 from .model import build_model
 from .serialization import ModelParts, read_model, write_model
 from .tokenizers import make_tokenizer, resolve_tokenizer_name
-from .training import TrainSettings, fit_model, seeded
+from .training import Callback, TrainSettings, fit_model, seeded
 from .vocab import Vocab, vocabulary_warning
 
 PREDICT_BATCH = 512
@@ -84,6 +86,8 @@ class TextCNNClassifier:
         label_sep: str = _DEFAULTS.label_sep,
         seed: int = _DEFAULTS.seed,
         device: str = _DEFAULTS.device,
+        precision: str = _DEFAULTS.precision,
+        max_steps: int | None = _DEFAULTS.max_steps,
         verbose: int = 1,
     ) -> None:
         self.embedding_size = embedding_size
@@ -114,6 +118,8 @@ class TextCNNClassifier:
         self.label_sep = label_sep
         self.seed = seed
         self.device = device
+        self.precision = precision
+        self.max_steps = max_steps
         self.verbose = verbose
 
     # ----- scikit-learn protocol -----
@@ -148,7 +154,8 @@ class TextCNNClassifier:
 
     # ----- fitting -----
 
-    def fit(self, X: Iterable[str], y: Iterable, *, validation_data: tuple | None = None) -> "TextCNNClassifier":
+    def fit(self, X: Iterable[str], y: Iterable, *, validation_data: tuple | None = None,
+            callbacks: Sequence[Callback] = ()) -> "TextCNNClassifier":
         """Builds tokenizer, vocabulary and model from the training texts and trains with early stopping.
 
         Args:
@@ -157,6 +164,8 @@ class TextCNNClassifier:
                 (or strings joined by ``label_sep``).
             validation_data: ``(texts, labels)`` for early stopping; without it a stratified
                 ``dev_fraction`` of X is held out.
+            callbacks: :class:`textcnn.training.Callback` objects run by the training loop, e.g. a
+                :class:`textcnn.checkpoint.Checkpointer` (periodic checkpoints, exact resume).
 
         Returns:
             self
@@ -188,7 +197,7 @@ class TextCNNClassifier:
             dev_labels = normalise_labels(dev_labels, multi, cfg.label_sep, where=lambda i: f"validation_data[1][{i}]")
         with seeded(cfg.seed):
             self._setup(cfg, texts, labels, multi)
-            self._train(texts, labels, dev_texts, dev_labels, monitor)
+            self._train(texts, labels, dev_texts, dev_labels, monitor, callbacks)
         return self
 
     def _setup(self, cfg: TextCNNConfig, texts: list[str], labels: list, multi: bool) -> None:
@@ -246,7 +255,8 @@ class TextCNNClassifier:
         self._log(f"vocabulary: {len(vocab) - size} words added from the first {cfg.vector_vocab} of {cfg.embeddings}")
         return vocab
 
-    def _train(self, texts: list[str], labels: list, dev_texts: list[str], dev_labels: list, monitor: str) -> None:
+    def _train(self, texts: list[str], labels: list, dev_texts: list[str], dev_labels: list, monitor: str,
+               callbacks: Sequence[Callback] = ()) -> None:
         cfg = self.config_
         device = resolve_device(cfg.device)
         self.model_.to(device)
@@ -266,16 +276,29 @@ class TextCNNClassifier:
             epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
             weight_decay=cfg.weight_decay, patience=cfg.patience, monitor=monitor, seed=cfg.seed,
             min_len=max(cfg.window_sizes), max_norm=cfg.max_norm, device=device, progress=self.verbose >= 1,
-            embedding_lr_scale=cfg.embedding_lr_scale,
+            embedding_lr_scale=cfg.embedding_lr_scale, max_steps=cfg.max_steps, precision=cfg.precision,
+            fingerprint=self._fingerprint(train_ids, targets, dev_ids, dev_targets) if callbacks else "",
         )
-        result = fit_model(self.model_, train_ids, targets, loss_fn, evaluate, settings, self._log)
+        result = fit_model(self.model_, train_ids, targets, loss_fn, evaluate, settings, self._log, callbacks)
         if self.multi_label_:
             dev_logits = self._logits_from_ids(dev_ids, device, fast=False).numpy()
             self.thresholds_ = best_thresholds(dev_targets.numpy(), _sigmoid(dev_logits))
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
-        self.model_.to("cpu").eval()
+        self.model_.eval()  # stays on its device: prediction and explain follow it there
         self._log(f"best dev {monitor} {result.best_score:.4f} at epoch {result.best_epoch}")
+
+    def _fingerprint(self, *data) -> str:
+        """SHA-256 of the resolved config, vocabulary, classes and encoded data: what a checkpoint must match."""
+        h = hashlib.sha256(json.dumps([self.config_.to_dict(), self.vocab_.itos, [str(c) for c in self.classes_]],
+                                      ensure_ascii=False).encode())
+        for part in data:
+            if isinstance(part, torch.Tensor):
+                h.update(part.numpy().tobytes())
+            else:
+                for ids in part:
+                    h.update(np.asarray(ids, dtype=np.int32).tobytes() + b"\xff\xff\xff\xff")
+        return h.hexdigest()
 
     def _loss_fn(self, targets: torch.Tensor, device: torch.device):
         weight = None
@@ -453,8 +476,11 @@ def load(path) -> TextCNNClassifier:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' was asked for, but PyTorch sees no CUDA GPU. Use --device cpu or auto.")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} was asked for, but PyTorch sees no CUDA GPU. Use --device cpu or auto.")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"device={name!r} was asked for, but PyTorch sees {torch.cuda.device_count()} CUDA GPU(s) "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}). Pick one of those.")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

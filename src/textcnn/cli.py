@@ -141,10 +141,27 @@ def cmd_train(args) -> int:
         validation = (dev.texts, dev.labels)
     clf = TextCNNClassifier(**params, verbose=0 if args.quiet else 1 + args.verbose)
     with _warnings_as_lines():
-        clf.fit(train.texts, train.labels, validation_data=validation)
+        clf.fit(train.texts, train.labels, validation_data=validation, callbacks=_checkpointer(args))
     clf.save(args.out)
     print(f"saved the model to {args.out}")
     return 0
+
+
+def _checkpointer(args) -> list:
+    """--checkpoint-every / --resume as a Checkpointer callback (none without them)."""
+    from .checkpoint import Checkpointer, parse_every
+
+    if not args.checkpoint_every and not args.resume:
+        return []
+    steps, seconds = parse_every(args.checkpoint_every) if args.checkpoint_every else (None, None)
+    directory = Path(args.checkpoint_dir or default_checkpoint_dir(args.out))
+    return [Checkpointer(directory, every_steps=steps, every_seconds=seconds, resume=args.resume)]
+
+
+def default_checkpoint_dir(out: str) -> Path:
+    """MODEL_DIR.checkpoint beside the model directory (inside it, the model's atomic save would remove it)."""
+    path = Path(out)
+    return path.with_name(path.name + ".checkpoint")
 
 
 def _load_verbose(args):
@@ -304,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE.json", help="config values as JSON (flags given override them)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="say more (which code paths run)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--checkpoint-every", metavar="N|Nm",
+                   help="write a checkpoint every N training steps, or every N minutes with Nm (and at each epoch end)")
+    p.add_argument("--checkpoint-dir", metavar="DIR", help="where checkpoints go [MODEL_DIR.checkpoint]")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint of an interrupted run with the same data and flags")
     add_input_flags(p)
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
