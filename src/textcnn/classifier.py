@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .config import (DEFAULT_EMBEDDING_SIZE, DEFAULT_VECTOR_VOCAB, TextCNNConfig, check_known_keys,
                      default_window_sizes, resolve_monitor)
 from .data import check_texts, length_batches, pad_batch, stratified_split, to_python
+from . import distributed
 from .errors import ConfigError, DataFormatError, NotFittedError
 from .fastpath import Predictor
 from .labels import class_list, detect_multi_label, label_targets, normalise_labels
@@ -258,7 +259,9 @@ class TextCNNClassifier:
     def _train(self, texts: list[str], labels: list, dev_texts: list[str], dev_labels: list, monitor: str,
                callbacks: Sequence[Callback] = ()) -> None:
         cfg = self.config_
-        device = resolve_device(cfg.device)
+        world = distributed.current()
+        device = distributed.local_device(resolve_device(cfg.device), world)
+        distributed.check_same(self._fingerprint(), "config, vocabulary or classes", world)
         self.model_.to(device)
         train_ids = self.encode(texts)
         targets = label_targets(labels, self.classes_, self.multi_label_, "training")
@@ -277,7 +280,7 @@ class TextCNNClassifier:
             weight_decay=cfg.weight_decay, patience=cfg.patience, monitor=monitor, seed=cfg.seed,
             min_len=max(cfg.window_sizes), max_norm=cfg.max_norm, device=device, progress=self.verbose >= 1,
             embedding_lr_scale=cfg.embedding_lr_scale, max_steps=cfg.max_steps, precision=cfg.precision,
-            fingerprint=self._fingerprint(train_ids, targets, dev_ids, dev_targets) if callbacks else "",
+            fingerprint=self._fingerprint(train_ids, targets, dev_ids, dev_targets) if callbacks else "", world=world,
         )
         result = fit_model(self.model_, train_ids, targets, loss_fn, evaluate, settings, self._log, callbacks)
         if self.multi_label_:

@@ -130,7 +130,17 @@ def _warnings_as_lines():
 # ----- commands -----
 
 def cmd_train(args) -> int:
+    from . import distributed
+
     params = config_from_args(args)
+    world = distributed.init(params["device"])  # under torchrun: join the other ranks
+    try:
+        return _train(args, params, world)
+    finally:
+        distributed.finish()
+
+
+def _train(args, params: dict, world) -> int:
     train = _read(args, args.train_file)
     multi, _, _ = detect_multi_label(train.labels, params["multi_label"], params["label_sep"])
     _check_labels(train, multi, params["label_sep"])
@@ -139,15 +149,20 @@ def cmd_train(args) -> int:
         dev = _read(args, args.dev)
         _check_labels(dev, multi, params["label_sep"])
         validation = (dev.texts, dev.labels)
-    clf = TextCNNClassifier(**params, verbose=0 if args.quiet else 1 + args.verbose)
+    quiet = args.quiet or not world.main  # one voice: rank 0's
+    clf = TextCNNClassifier(**params, verbose=0 if quiet else 1 + args.verbose)
+    if world.size > 1 and world.main:
+        clf._log(f"distributed training: {world.size} processes ({world.backend}), each on 1/{world.size} of the "
+                 f"batches; {world.size} x {params['batch_size']} texts per step")
     with _warnings_as_lines():
-        clf.fit(train.texts, train.labels, validation_data=validation, callbacks=_checkpointer(args))
-    clf.save(args.out)
-    print(f"saved the model to {args.out}")
+        clf.fit(train.texts, train.labels, validation_data=validation, callbacks=_checkpointer(args, world))
+    if world.main:
+        clf.save(args.out)
+        print(f"saved the model to {args.out}")
     return 0
 
 
-def _checkpointer(args) -> list:
+def _checkpointer(args, world) -> list:
     """--checkpoint-every / --resume as a Checkpointer callback (none without them)."""
     from .checkpoint import Checkpointer, parse_every
 
@@ -155,7 +170,7 @@ def _checkpointer(args) -> list:
         return []
     steps, seconds = parse_every(args.checkpoint_every) if args.checkpoint_every else (None, None)
     directory = Path(args.checkpoint_dir or default_checkpoint_dir(args.out))
-    return [Checkpointer(directory, every_steps=steps, every_seconds=seconds, resume=args.resume)]
+    return [Checkpointer(directory, every_steps=steps, every_seconds=seconds, resume=args.resume, write=world.main)]
 
 
 def default_checkpoint_dir(out: str) -> Path:

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import pad_batch, training_batches
+from .distributed import World, from_main, parallel_forward, shard, sparse_gradients_supported
 from .errors import ConfigError, TrainingError
 from .fastpath import native_bf16, training_forward
 
@@ -41,6 +42,7 @@ class TrainSettings:
     max_steps: int | None = None  # stop after this many optimizer steps in all (then a last dev evaluation)
     precision: str = "auto"  # see autocast_dtype
     fingerprint: str = ""  # what the data and config hash to: a checkpoint of another run is refused
+    world: World = field(default_factory=World)  # the processes training together (torchrun)
 
 
 @dataclass
@@ -56,17 +58,21 @@ def _trainable_tables(model: nn.Module) -> list[nn.Embedding]:
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float,
-                   embedding_lr_scale: float = 1.0) -> list[torch.optim.Optimizer]:
+                   embedding_lr_scale: float = 1.0, sparse: bool = True) -> list[torch.optim.Optimizer]:
     """Adam on dense weights; SparseAdam on embedding tables, which get sparse gradients.
 
     A step then reads and writes only the embedding rows its batch uses, not the whole table
     (the dense update of a 50,000-word table costs more than the convolutions). No weight decay
     on embeddings; their learning rate is ``lr * embedding_lr_scale``. The tables are the
-    ``nn.Embedding`` modules with trainable weights.
+    ``nn.Embedding`` modules with trainable weights. ``sparse`` False (DDP over nccl, which cannot
+    all-reduce sparse gradients) puts the tables in Adam too, with the same learning rate and no decay.
     """
     tables = _trainable_tables(model)
     sparse_ids = {id(m.weight) for m in tables}
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
+    if not sparse:
+        groups = [{"params": dense}, {"params": [m.weight for m in tables], "lr": lr * embedding_lr_scale, "weight_decay": 0.0}]
+        return [torch.optim.Adam([g for g in groups if g["params"]], lr=lr, weight_decay=weight_decay)]
     optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay)]
     if tables:
         optimizers.append(torch.optim.SparseAdam([m.weight for m in tables], lr=lr * embedding_lr_scale))
@@ -157,9 +163,15 @@ def fit_model(
         TrainingError: the training loss or a dev metric is NaN or infinite.
     """
     log = log or (lambda message, level=1: print(message))
-    with seeded(s.seed):
-        loop = Loop(model=model, optimizers=make_optimizer(model, s.learning_rate, s.weight_decay, s.embedding_lr_scale),
-                    settings=s, rng=np.random.default_rng(s.seed), log=log)
+    sparse = sparse_gradients_supported(s.world)
+    if not sparse:
+        log(f"note: the {s.world.backend} backend cannot all-reduce sparse gradients: the embedding tables train "
+            "with dense gradients and Adam on every rank")
+    # Every rank draws the same batch order (numpy, s.seed) but its own dropout masks (torch).
+    with seeded(s.seed + 7919 * s.world.rank), sparse_embeddings(model) if sparse else contextlib.nullcontext():
+        optimizers = make_optimizer(model, s.learning_rate, s.weight_decay, s.embedding_lr_scale, sparse)
+        loop = Loop(model=model, optimizers=optimizers, settings=s, rng=np.random.default_rng(s.seed), log=log,
+                    forward=parallel_forward(model, training_forward(model), s.world))
         if autocast_dtype(s.precision, s.device) == torch.float16:
             loop.scaler = torch.amp.GradScaler("cuda")
         early = EarlyStopping(s.monitor, s.patience)
@@ -195,6 +207,7 @@ class Loop:
     stop: bool = False
     stop_reason: str | None = None
     scaler: object = None  # a GradScaler for float16 autocast on CUDA
+    forward: Callable | None = None  # ids (B, T) -> logits (B, C); DistributedDataParallel under torchrun
 
 
 class Callback:
@@ -289,26 +302,25 @@ def _train_loop(loop: Loop, train_ids, targets, loss_fn, evaluate) -> None:
         cb.on_train_begin(loop)  # a Checkpointer resuming a run restores the loop here
     while loop.epoch < s.epochs and not loop.stop:
         started = time.perf_counter()
-        with sparse_embeddings(loop.model):
-            _run_epoch(loop, train_ids, targets, lengths, loss_fn)
+        _run_epoch(loop, train_ids, targets, lengths, loss_fn)
         loop.seconds += time.perf_counter() - started
-        _end_epoch(loop, evaluate, len(train_ids))
+        _end_epoch(loop, evaluate)
     for cb in loop.callbacks:
         cb.on_train_end(loop)
     loop.model.eval()
 
 
-def _end_epoch(loop: Loop, evaluate, n_texts: int) -> None:
+def _end_epoch(loop: Loop, evaluate) -> None:
     loop.model.eval()
-    dev = evaluate(loop.model)
+    dev = from_main(evaluate(loop.model), loop.settings.world)  # rank 0's scores decide for every rank
     train_loss = loop.loss_sum / max(loop.seen, 1)
     epoch = loop.epoch + 1
     _check_scores(dev, train_loss, loop.settings.monitor, epoch)
     entry = {"epoch": epoch, "train_loss": train_loss, "seconds": round(loop.seconds, 3),
              "texts_per_s": round(loop.seen / max(loop.seconds, 1e-9), 1),
              **{f"dev_{k}": v for k, v in dev.items()}, "best": False}
-    if loop.seen < n_texts:
-        entry["texts"] = loop.seen  # a partial epoch (max_steps)
+    if loop.settings.max_steps is not None and loop.step >= loop.settings.max_steps:
+        entry["texts"] = loop.seen  # a partial epoch, perhaps
     loop.history.append(entry)
     loop.epoch, loop.position, loop.loss_sum, loop.seen, loop.seconds = epoch, 0, 0.0, 0, 0.0
     if loop.settings.max_steps is not None and loop.step >= loop.settings.max_steps:
@@ -340,11 +352,11 @@ def _run_epoch(loop: Loop, train_ids, targets, lengths, loss_fn) -> None:
         loop.epoch_rng_state = copy.deepcopy(loop.rng.bit_generator.state)
     else:  # resumed mid-epoch: draw the same order again
         loop.rng.bit_generator.state = copy.deepcopy(loop.epoch_rng_state)
-    batches = list(training_batches(lengths, s.batch_size, loop.rng))
-    bar = tqdm(total=len(train_ids), initial=loop.seen, desc=f"epoch {loop.epoch + 1}/{s.epochs}", unit="text",
+    batches = shard(list(training_batches(lengths, s.batch_size, loop.rng)), s.world)
+    bar = tqdm(total=len(train_ids) // s.world.size, initial=loop.seen, desc=f"epoch {loop.epoch + 1}/{s.epochs}", unit="text",
                leave=False, disable=not s.progress, file=sys.stderr, dynamic_ncols=True)
     dtype = autocast_dtype(s.precision, s.device)
-    forward = training_forward(model)
+    forward = loop.forward
     started = time.perf_counter()
     for batch in batches[loop.position:]:
         if s.max_steps is not None and loop.step >= s.max_steps:
