@@ -13,6 +13,7 @@ import hashlib
 import json
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -201,14 +202,82 @@ class TextCNNClassifier:
             self._train(texts, labels, dev_texts, dev_labels, monitor, callbacks)
         return self
 
+    def fit_files(self, train, dev=None, *, cache_dir=None, fmt: str | None = None, text_col: str = "text",
+                  label_col: str = "label", skip_invalid: bool = False,
+                  callbacks: Sequence[Callback] = ()) -> "TextCNNClassifier":
+        """Like :meth:`fit`, on files read row by row through an on-disk token cache: memory stays flat.
+
+        Args:
+            train, dev: paths of labelled files (CSV, TSV, JSONL, fastText or Parquet). Without
+                ``dev``, a seeded random ``dev_fraction`` of train is held out (not stratified).
+            cache_dir: where the token cache lives (default :func:`textcnn.cache.default_cache_dir`);
+                a later run on the same unchanged file and text settings reuses it.
+            fmt, text_col, label_col, skip_invalid: as for :func:`textcnn.read_records`.
+            callbacks: as for :meth:`fit`.
+
+        With ``dev`` given, the model is the one ``fit`` trains on the same rows and seed.
+        """
+        from .cache import ReadOptions, TokenCache, default_cache_dir
+
+        cfg = TextCNNConfig.from_dict({k: v for k, v in self.get_params().items() if k != "verbose"})
+        world = distributed.current()
+        cache = TokenCache(cache_dir or default_cache_dir(), ReadOptions(fmt, text_col, label_col, skip_invalid),
+                           self._log, progress=self.verbose >= 1)
+        train = Path(train)
+        with distributed.local_first(world):  # one rank per node builds the cache; the others find it
+            name = self._resolve_tokenizer(cfg, cache.sample(train))
+            summary = cache.summary(train, self.tokenizer_, name, cfg.min_freq, cfg.max_vocab_size)
+            if summary.skipped:
+                _warn(f"Skipped {len(summary.skipped)} invalid row(s) of {train} "
+                      f"(lines {', '.join(str(line) for line, _ in summary.skipped[:10])}).")
+            multi, note, worrying = detect_multi_label(summary.labels, cfg.multi_label, cfg.label_sep)
+            monitor = resolve_monitor(cfg.monitor, multi)
+            if note:
+                _warn(note) if worrying else self._log(f"note: {note}")
+            classes = class_list(normalise_labels(summary.labels, multi, cfg.label_sep), multi)
+            with seeded(cfg.seed):
+                self._finish_setup(cfg, name, summary.vocab, classes, multi, summary.n)
+            seqs, targets = self._cached_tokens(cache, train, "training")
+            if dev is not None:
+                dev_seqs, dev_targets = self._cached_tokens(cache, Path(dev), "dev")
+            else:
+                held = np.random.default_rng(cfg.seed).random(len(seqs)) < cfg.dev_fraction
+                held[0] |= not held.any()
+                self._log(f"no dev set given: holding out a random {cfg.dev_fraction:.0%} of train "
+                          f"({int(held.sum())} of {len(seqs)} texts) as dev")
+                dev_seqs, dev_targets = seqs.subset(np.flatnonzero(held)), targets[torch.from_numpy(held)]
+                seqs, targets = seqs.subset(np.flatnonzero(~held)), targets[torch.from_numpy(~held)]
+        with seeded(cfg.seed):
+            self._train_ids(seqs, targets, dev_seqs, dev_targets, monitor, callbacks)
+        return self
+
+    def _cached_tokens(self, cache, path: Path, what: str):
+        multi, sep = self.multi_label_, self.config_.label_sep
+
+        def targets(raw: list) -> np.ndarray:
+            labels = normalise_labels(raw, multi, sep)
+            return label_targets(labels, self.classes_, multi, what, among="the training labels").numpy()
+
+        return cache.tokens(path, self.encode, targets, self.tokenizer_.spec(), self.vocab_, list(self.classes_),
+                            self.config_.max_text_len)
+
     def _setup(self, cfg: TextCNNConfig, texts: list[str], labels: list, multi: bool) -> None:
-        name, advice = resolve_tokenizer_name(cfg.tokenizer, texts)
+        name = self._resolve_tokenizer(cfg, texts)
+        vocab = Vocab.build((self.tokenizer_.tokenize(t) for t in texts), min_freq=cfg.min_freq, max_size=cfg.max_vocab_size)
+        self._finish_setup(cfg, name, vocab, class_list(labels, multi), multi, len(texts))
+
+    def _resolve_tokenizer(self, cfg: TextCNNConfig, sample: list[str]) -> str:
+        """Sets ``tokenizer_`` ('auto' decided on ``sample``); returns its name."""
+        name, advice = resolve_tokenizer_name(cfg.tokenizer, sample)
         if advice:
             self._log(f"note: {advice}")
         self.tokenizer_ = make_tokenizer(name, lowercase=cfg.lowercase)
-        self.vocab_ = Vocab.build((self.tokenizer_.tokenize(t) for t in texts),
-                                  min_freq=cfg.min_freq, max_size=cfg.max_vocab_size)
-        seen = self.vocab_.seen
+        return name
+
+    def _finish_setup(self, cfg: TextCNNConfig, name: str, vocab: Vocab, classes: list, multi: bool, n_texts: int) -> None:
+        """Vector words, labels, config and a fresh model, from the training data's vocabulary and classes."""
+        self.vocab_ = vocab
+        seen = getattr(vocab, "seen", None)
         if cfg.vector_vocab is None:
             from .embeddings import lists_words
 
@@ -216,11 +285,10 @@ class TextCNNClassifier:
             cfg = cfg.replace(vector_vocab=DEFAULT_VECTOR_VOCAB if listed else 0)
         if cfg.vector_vocab:
             self.vocab_ = self._add_vector_words(cfg)
-        warning = vocabulary_warning(self.vocab_, seen, cfg.min_freq, cfg.max_vocab_size)
+        warning = seen is not None and vocabulary_warning(self.vocab_, seen, cfg.min_freq, cfg.max_vocab_size)
         if warning:
             _warn(warning)
         self.multi_label_ = multi
-        classes = class_list(labels, multi)
         if len(classes) < 2:
             raise DataFormatError(f"The training labels hold {len(classes)} class(es) ({classes!r}); at least 2 are needed.")
         if cfg.num_class is not None and cfg.num_class != len(classes):
@@ -237,7 +305,7 @@ class TextCNNClassifier:
                                    window_sizes=cfg.window_sizes or default_window_sizes(name))
         self.thresholds_ = np.full(len(classes), 0.5) if multi else None
         self.model_ = build_model(self.config_, len(self.vocab_))
-        self._log(f"{len(texts)} training texts, {len(classes)} classes, vocabulary {len(self.vocab_)} tokens, "
+        self._log(f"{n_texts} training texts, {len(classes)} classes, vocabulary {len(self.vocab_)} tokens, "
                   f"tokenizer '{name}', {sum(p.numel() for p in self.model_.parameters())} parameters")
         if vectors is not None:
             from .embeddings import initialise_embeddings
@@ -258,15 +326,18 @@ class TextCNNClassifier:
 
     def _train(self, texts: list[str], labels: list, dev_texts: list[str], dev_labels: list, monitor: str,
                callbacks: Sequence[Callback] = ()) -> None:
+        targets = label_targets(labels, self.classes_, self.multi_label_, "training")
+        dev_targets = label_targets(dev_labels, self.classes_, self.multi_label_, "dev", among="the training labels")
+        self._train_ids(self.encode(texts), targets, self.encode(dev_texts), dev_targets, monitor, callbacks)
+
+    def _train_ids(self, train_ids: Sequence, targets: torch.Tensor, dev_ids: Sequence, dev_targets: torch.Tensor,
+                   monitor: str, callbacks: Sequence[Callback] = ()) -> None:
+        """Trains on encoded texts: lists of ids, or a :class:`textcnn.cache.TokenSeqs` on disk."""
         cfg = self.config_
         world = distributed.current()
         device = distributed.local_device(resolve_device(cfg.device), world)
         distributed.check_same(self._fingerprint(), "config, vocabulary or classes", world)
         self.model_.to(device)
-        train_ids = self.encode(texts)
-        targets = label_targets(labels, self.classes_, self.multi_label_, "training")
-        dev_targets = label_targets(dev_labels, self.classes_, self.multi_label_, "dev", among="the training labels")
-        dev_ids = self.encode(dev_texts)
         loss_fn = self._loss_fn(targets, device)
 
         def evaluate(model) -> dict:
@@ -296,7 +367,9 @@ class TextCNNClassifier:
         h = hashlib.sha256(json.dumps([self.config_.to_dict(), self.vocab_.itos, [str(c) for c in self.classes_]],
                                       ensure_ascii=False).encode())
         for part in data:
-            if isinstance(part, torch.Tensor):
+            if hasattr(part, "fingerprint"):  # a token cache: its header names the source file and vocabulary
+                h.update(part.fingerprint.encode())
+            elif isinstance(part, torch.Tensor):
                 h.update(part.numpy().tobytes())
             else:
                 for ids in part:

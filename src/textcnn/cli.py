@@ -141,6 +141,37 @@ def cmd_train(args) -> int:
 
 
 def _train(args, params: dict, world) -> int:
+    quiet = args.quiet or not world.main  # one voice: rank 0's
+    clf = TextCNNClassifier(**params, verbose=0 if quiet else 1 + args.verbose)
+    if world.size > 1 and world.main:
+        clf._log(f"distributed training: {world.size} processes ({world.backend}), each on 1/{world.size} of the "
+                 f"batches; {world.size} x {params['batch_size']} texts per step")
+    if _out_of_core(args):
+        with _warnings_as_lines():
+            clf.fit_files(args.train_file, args.dev, cache_dir=args.cache_dir, fmt=args.input_format,
+                          text_col=args.text_col, label_col=args.label_col, skip_invalid=args.skip_invalid,
+                          callbacks=_checkpointer(args, world))
+    else:
+        _fit_in_memory(args, params, clf, world)
+    if world.main:
+        clf.save(args.out)
+        print(f"saved the model to {args.out}")
+    return 0
+
+
+OUT_OF_CORE_BYTES = 256 * 2**20  # training files from this size on go through the token cache
+
+
+def _out_of_core(args) -> bool:
+    """The token cache for --cache-dir, Parquet, and files of 256 MB or more (not for standard input)."""
+    if args.train_file == "-" or args.in_memory:
+        return False
+    path = Path(args.train_file)
+    big = path.is_file() and path.stat().st_size >= OUT_OF_CORE_BYTES
+    return bool(args.cache_dir) or big or path.suffix.lower() in (".parquet", ".pq")
+
+
+def _fit_in_memory(args, params: dict, clf, world) -> None:
     train = _read(args, args.train_file)
     multi, _, _ = detect_multi_label(train.labels, params["multi_label"], params["label_sep"])
     _check_labels(train, multi, params["label_sep"])
@@ -149,17 +180,8 @@ def _train(args, params: dict, world) -> int:
         dev = _read(args, args.dev)
         _check_labels(dev, multi, params["label_sep"])
         validation = (dev.texts, dev.labels)
-    quiet = args.quiet or not world.main  # one voice: rank 0's
-    clf = TextCNNClassifier(**params, verbose=0 if quiet else 1 + args.verbose)
-    if world.size > 1 and world.main:
-        clf._log(f"distributed training: {world.size} processes ({world.backend}), each on 1/{world.size} of the "
-                 f"batches; {world.size} x {params['batch_size']} texts per step")
     with _warnings_as_lines():
         clf.fit(train.texts, train.labels, validation_data=validation, callbacks=_checkpointer(args, world))
-    if world.main:
-        clf.save(args.out)
-        print(f"saved the model to {args.out}")
-    return 0
 
 
 def _checkpointer(args, world) -> list:
@@ -341,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", metavar="DIR", help="where checkpoints go [MODEL_DIR.checkpoint]")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint of an interrupted run with the same data and flags")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="read the files row by row into an on-disk token cache in DIR (reused by later runs); "
+                        "used anyway, in $TEXTCNN_CACHE_DIR or ~/.cache/textcnn, for Parquet and files of 256 MB or more")
+    p.add_argument("--in-memory", action="store_true", help="read the training file into memory whatever its size")
     add_input_flags(p)
     add_config_flags(p)
     p.set_defaults(func=cmd_train)

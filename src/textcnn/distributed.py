@@ -21,6 +21,7 @@ embedding tables get dense gradients and Adam (a note is printed).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -82,6 +83,21 @@ def finish() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def local_first(world: World):
+    """Runs the block on each node's local rank 0 first, then on the other ranks (which find its cache)."""
+    if world.size == 1:
+        yield
+        return
+    import torch.distributed as dist
+
+    if world.local_rank != 0:
+        dist.barrier()
+    yield
+    if world.local_rank == 0:
+        dist.barrier()
 
 
 def local_device(device: torch.device, world: World) -> torch.device:

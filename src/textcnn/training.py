@@ -297,7 +297,7 @@ class EpochLog(Callback):
 
 def _train_loop(loop: Loop, train_ids, targets, loss_fn, evaluate) -> None:
     s = loop.settings
-    lengths = [len(x) for x in train_ids]
+    lengths = train_ids.lengths() if hasattr(train_ids, "lengths") else [len(x) for x in train_ids]
     for cb in loop.callbacks:
         cb.on_train_begin(loop)  # a Checkpointer resuming a run restores the loop here
     while loop.epoch < s.epochs and not loop.stop:
@@ -361,7 +361,8 @@ def _run_epoch(loop: Loop, train_ids, targets, lengths, loss_fn) -> None:
     for batch in batches[loop.position:]:
         if s.max_steps is not None and loop.step >= s.max_steps:
             break
-        ids = pad_batch([train_ids[i] for i in batch], s.min_len).to(s.device)  # (B, T)
+        ids = (train_ids.padded(batch, s.min_len) if hasattr(train_ids, "padded") else
+               pad_batch([train_ids[i] for i in batch], s.min_len)).to(s.device)  # (B, T)
         y = targets[torch.from_numpy(batch)].to(s.device)
         loss = _step(loop, forward, ids, y, loss_fn, dtype)
         loop.loss_sum += loss * len(batch)
