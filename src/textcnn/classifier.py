@@ -9,8 +9,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from .card import card_files, python_data, read_facts
 from .config import (DEFAULT_EMBEDDING_SIZE, DEFAULT_VECTOR_VOCAB, TextCNNConfig, check_known_keys,
                      default_window_sizes, resolve_monitor)
+from . import distributed
 from .data import check_texts, length_batches, pad_batch, stratified_split
 from .errors import ConfigError, DataFormatError, ModelFormatError, NotFittedError
 from .fastpath import Predictor
@@ -30,7 +34,7 @@ from .predictions import LabelledPredictions
 from .predictions import sigmoid as _sigmoid
 from .serialization import ModelParts, read_model, write_model
 from .tokenizers import make_tokenizer, resolve_tokenizer_name
-from .training import TrainSettings, fit_model, seeded
+from .training import Callback, TrainSettings, fit_model, seeded
 from .vocab import Vocab, vocabulary_warning
 
 PREDICT_BATCH = 512
@@ -89,6 +93,8 @@ class TextCNNClassifier(LabelledPredictions):
         label_sep: str = _DEFAULTS.label_sep,
         seed: int = _DEFAULTS.seed,
         device: str = _DEFAULTS.device,
+        precision: str = _DEFAULTS.precision,
+        max_steps: int | None = _DEFAULTS.max_steps,
         verbose: int = 1,
     ) -> None:
         self.embedding_size = embedding_size
@@ -119,6 +125,8 @@ class TextCNNClassifier(LabelledPredictions):
         self.label_sep = label_sep
         self.seed = seed
         self.device = device
+        self.precision = precision
+        self.max_steps = max_steps
         self.verbose = verbose
 
     # ----- scikit-learn protocol -----
@@ -153,7 +161,8 @@ class TextCNNClassifier(LabelledPredictions):
 
     # ----- fitting -----
 
-    def fit(self, X: Iterable[str], y: Iterable, *, validation_data: tuple | None = None) -> "TextCNNClassifier":
+    def fit(self, X: Iterable[str], y: Iterable, *, validation_data: tuple | None = None,
+            callbacks: Sequence[Callback] = ()) -> "TextCNNClassifier":
         """Builds tokenizer, vocabulary and model from the training texts and trains with early stopping.
 
         Args:
@@ -162,6 +171,8 @@ class TextCNNClassifier(LabelledPredictions):
                 (or strings joined by ``label_sep``).
             validation_data: ``(texts, labels)`` for early stopping; without it a stratified
                 ``dev_fraction`` of X is held out.
+            callbacks: :class:`textcnn.training.Callback` objects run by the training loop, e.g. a
+                :class:`textcnn.checkpoint.Checkpointer` (periodic checkpoints, exact resume).
 
         Returns:
             self
@@ -195,17 +206,85 @@ class TextCNNClassifier(LabelledPredictions):
         self.training_data_ = python_data(labels, dev_labels, dev_from)  # for the model card (textcnn.card)
         with seeded(cfg.seed):
             self._setup(cfg, texts, labels, multi)
-            self._train(texts, labels, dev_texts, dev_labels, monitor)
+            self._train(texts, labels, dev_texts, dev_labels, monitor, callbacks)
         return self
 
+    def fit_files(self, train, dev=None, *, cache_dir=None, fmt: str | None = None, text_col: str = "text",
+                  label_col: str = "label", skip_invalid: bool = False,
+                  callbacks: Sequence[Callback] = ()) -> "TextCNNClassifier":
+        """Like :meth:`fit`, on files read row by row through an on-disk token cache: memory stays flat.
+
+        Args:
+            train, dev: paths of labelled files (CSV, TSV, JSONL, fastText or Parquet). Without
+                ``dev``, a seeded random ``dev_fraction`` of train is held out (not stratified).
+            cache_dir: where the token cache lives (default :func:`textcnn.cache.default_cache_dir`);
+                a later run on the same unchanged file and text settings reuses it.
+            fmt, text_col, label_col, skip_invalid: as for :func:`textcnn.read_records`.
+            callbacks: as for :meth:`fit`.
+
+        With ``dev`` given, the model is the one ``fit`` trains on the same rows and seed.
+        """
+        from .cache import ReadOptions, TokenCache, default_cache_dir
+
+        cfg = TextCNNConfig.from_dict({k: v for k, v in self.get_params().items() if k != "verbose"})
+        world = distributed.current()
+        cache = TokenCache(cache_dir or default_cache_dir(), ReadOptions(fmt, text_col, label_col, skip_invalid),
+                           self._log, progress=self.verbose >= 1)
+        train = Path(train)
+        with distributed.local_first(world):  # one rank per node builds the cache; the others find it
+            name = self._resolve_tokenizer(cfg, cache.sample(train))
+            summary = cache.summary(train, self.tokenizer_, name, cfg.min_freq, cfg.max_vocab_size)
+            if summary.skipped:
+                _warn(f"Skipped {len(summary.skipped)} invalid row(s) of {train} "
+                      f"(lines {', '.join(str(line) for line, _ in summary.skipped[:10])}).")
+            multi, note, worrying = detect_multi_label(summary.labels, cfg.multi_label, cfg.label_sep)
+            monitor = resolve_monitor(cfg.monitor, multi)
+            if note:
+                _warn(note) if worrying else self._log(f"note: {note}")
+            classes = class_list(normalise_labels(summary.labels, multi, cfg.label_sep), multi)
+            with seeded(cfg.seed):
+                self._finish_setup(cfg, name, summary.vocab, classes, multi, summary.n)
+            seqs, targets = self._cached_tokens(cache, train, "training")
+            if dev is not None:
+                dev_seqs, dev_targets = self._cached_tokens(cache, Path(dev), "dev")
+            else:
+                held = np.random.default_rng(cfg.seed).random(len(seqs)) < cfg.dev_fraction
+                held[0] |= not held.any()
+                self._log(f"no dev set given: holding out a random {cfg.dev_fraction:.0%} of train "
+                          f"({int(held.sum())} of {len(seqs)} texts) as dev")
+                dev_seqs, dev_targets = seqs.subset(np.flatnonzero(held)), targets[torch.from_numpy(held)]
+                seqs, targets = seqs.subset(np.flatnonzero(~held)), targets[torch.from_numpy(~held)]
+        with seeded(cfg.seed):
+            self._train_ids(seqs, targets, dev_seqs, dev_targets, monitor, callbacks)
+        return self
+
+    def _cached_tokens(self, cache, path: Path, what: str):
+        multi, sep = self.multi_label_, self.config_.label_sep
+
+        def targets(raw: list) -> np.ndarray:
+            labels = normalise_labels(raw, multi, sep)
+            return label_targets(labels, self.classes_, multi, what, among="the training labels")
+
+        return cache.tokens(path, self.encode, targets, self.tokenizer_.spec(), self.vocab_, list(self.classes_),
+                            self.config_.max_text_len)
+
     def _setup(self, cfg: TextCNNConfig, texts: list[str], labels: list, multi: bool) -> None:
-        name, advice = resolve_tokenizer_name(cfg.tokenizer, texts)
+        name = self._resolve_tokenizer(cfg, texts)
+        vocab = Vocab.build((self.tokenizer_.tokenize(t) for t in texts), min_freq=cfg.min_freq, max_size=cfg.max_vocab_size)
+        self._finish_setup(cfg, name, vocab, class_list(labels, multi), multi, len(texts))
+
+    def _resolve_tokenizer(self, cfg: TextCNNConfig, sample: list[str]) -> str:
+        """Sets ``tokenizer_`` ('auto' decided on ``sample``); returns its name."""
+        name, advice = resolve_tokenizer_name(cfg.tokenizer, sample)
         if advice:
             self._log(f"note: {advice}")
         self.tokenizer_ = make_tokenizer(name, lowercase=cfg.lowercase)
-        self.vocab_ = Vocab.build((self.tokenizer_.tokenize(t) for t in texts),
-                                  min_freq=cfg.min_freq, max_size=cfg.max_vocab_size)
-        seen = self.vocab_.seen
+        return name
+
+    def _finish_setup(self, cfg: TextCNNConfig, name: str, vocab: Vocab, classes: list, multi: bool, n_texts: int) -> None:
+        """Vector words, labels, config and a fresh model, from the training data's vocabulary and classes."""
+        self.vocab_ = vocab
+        seen = getattr(vocab, "seen", None)
         if cfg.vector_vocab is None:
             from .embeddings import lists_words
 
@@ -213,11 +292,10 @@ class TextCNNClassifier(LabelledPredictions):
             cfg = cfg.replace(vector_vocab=DEFAULT_VECTOR_VOCAB if listed else 0)
         if cfg.vector_vocab:
             self.vocab_ = self._add_vector_words(cfg)
-        warning = vocabulary_warning(self.vocab_, seen, cfg.min_freq, cfg.max_vocab_size)
+        warning = seen is not None and vocabulary_warning(self.vocab_, seen, cfg.min_freq, cfg.max_vocab_size)
         if warning:
             _warn(warning)
         self.multi_label_ = multi
-        classes = class_list(labels, multi)
         if len(classes) < 2:
             raise DataFormatError(f"The training labels hold {len(classes)} class(es) ({classes!r}); at least 2 are needed.")
         if cfg.num_class is not None and cfg.num_class != len(classes):
@@ -234,7 +312,7 @@ class TextCNNClassifier(LabelledPredictions):
                                    window_sizes=cfg.window_sizes or default_window_sizes(name))
         self.thresholds_ = np.full(len(classes), 0.5) if multi else None
         self.model_ = build_model(self.config_, len(self.vocab_))
-        self._log(f"{len(texts)} training texts, {len(classes)} classes, vocabulary {len(self.vocab_)} tokens, "
+        self._log(f"{n_texts} training texts, {len(classes)} classes, vocabulary {len(self.vocab_)} tokens, "
                   f"tokenizer '{name}', {sum(p.numel() for p in self.model_.parameters())} parameters")
         if vectors is not None:
             from .embeddings import initialise_embeddings
@@ -253,15 +331,21 @@ class TextCNNClassifier(LabelledPredictions):
         self._log(f"vocabulary: {len(vocab) - size} words added from the first {cfg.vector_vocab} of {cfg.embeddings}")
         return vocab
 
-    def _train(self, texts: list[str], labels: list, dev_texts: list[str], dev_labels: list, monitor: str) -> None:
-        cfg = self.config_
-        device = resolve_device(cfg.device)
-        self.model_.to(device)
-        train_ids = self.encode(texts)
+    def _train(self, texts: list[str], labels: list, dev_texts: list[str], dev_labels: list, monitor: str,
+               callbacks: Sequence[Callback] = ()) -> None:
         targets = torch.from_numpy(label_targets(labels, self.classes_, self.multi_label_, "training"))
         dev_targets = torch.from_numpy(
             label_targets(dev_labels, self.classes_, self.multi_label_, "dev", among="the training labels"))
-        dev_ids = self.encode(dev_texts)
+        self._train_ids(self.encode(texts), targets, self.encode(dev_texts), dev_targets, monitor, callbacks)
+
+    def _train_ids(self, train_ids: Sequence, targets: torch.Tensor, dev_ids: Sequence, dev_targets: torch.Tensor,
+                   monitor: str, callbacks: Sequence[Callback] = ()) -> None:
+        """Trains on encoded texts: lists of ids, or a :class:`textcnn.cache.TokenSeqs` on disk."""
+        cfg = self.config_
+        world = distributed.current()
+        device = distributed.local_device(resolve_device(cfg.device), world)
+        distributed.check_same(self._fingerprint(), "config, vocabulary or classes", world)
+        self.model_.to(device)
         loss_fn = self._loss_fn(targets, device)
 
         def evaluate(model) -> dict:
@@ -274,16 +358,31 @@ class TextCNNClassifier(LabelledPredictions):
             epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
             weight_decay=cfg.weight_decay, patience=cfg.patience, monitor=monitor, seed=cfg.seed,
             min_len=min_length(cfg.window_sizes), max_norm=cfg.max_norm, device=device, progress=self.verbose >= 1,
-            embedding_lr_scale=cfg.embedding_lr_scale,
+            embedding_lr_scale=cfg.embedding_lr_scale, max_steps=cfg.max_steps, precision=cfg.precision,
+            fingerprint=self._fingerprint(train_ids, targets, dev_ids, dev_targets) if callbacks else "", world=world,
         )
-        result = fit_model(self.model_, train_ids, targets, loss_fn, evaluate, settings, self._log)
+        result = fit_model(self.model_, train_ids, targets, loss_fn, evaluate, settings, self._log, callbacks)
         if self.multi_label_:
             dev_logits = self._logits_from_ids(dev_ids, device, fast=False).numpy()
             self.thresholds_ = best_thresholds(dev_targets.numpy(), _sigmoid(dev_logits))
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
-        self.model_.to("cpu").eval()
+        self.model_.eval()  # stays on its device: prediction and explain follow it there
         self._log(f"best dev {monitor} {result.best_score:.4f} at epoch {result.best_epoch}")
+
+    def _fingerprint(self, *data) -> str:
+        """SHA-256 of the resolved config, vocabulary, classes and encoded data: what a checkpoint must match."""
+        h = hashlib.sha256(json.dumps([self.config_.to_dict(), self.vocab_.itos, [str(c) for c in self.classes_]],
+                                      ensure_ascii=False).encode())
+        for part in data:
+            if hasattr(part, "fingerprint"):  # a token cache: its header names the source file and vocabulary
+                h.update(part.fingerprint.encode())
+            elif isinstance(part, torch.Tensor):
+                h.update(part.numpy().tobytes())
+            else:
+                for ids in part:
+                    h.update(np.asarray(ids, dtype=np.int32).tobytes() + b"\xff\xff\xff\xff")
+        return h.hexdigest()
 
     def _loss_fn(self, targets: torch.Tensor, device: torch.device):
         weight = None
@@ -409,8 +508,11 @@ def load(path) -> TextCNNClassifier:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' was asked for, but PyTorch sees no CUDA GPU. Use --device cpu or auto.")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} was asked for, but PyTorch sees no CUDA GPU. Use --device cpu or auto.")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"device={name!r} was asked for, but PyTorch sees {torch.cuda.device_count()} CUDA GPU(s) "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}). Pick one of those.")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

@@ -137,7 +137,51 @@ def _warnings_as_lines():
 # ----- commands -----
 
 def cmd_train(args) -> int:
+    from . import distributed
+
     params = config_from_args(args)
+    world = distributed.init(params["device"])  # under torchrun: join the other ranks
+    try:
+        return _train(args, params, world)
+    finally:
+        distributed.finish()
+
+
+def _train(args, params: dict, world) -> int:
+    from . import TextCNNClassifier
+
+    quiet = args.quiet or not world.main  # one voice: rank 0's
+    clf = TextCNNClassifier(**params, verbose=0 if quiet else 1 + args.verbose)
+    if world.size > 1 and world.main:
+        clf._log(f"distributed training: {world.size} processes ({world.backend}), each on 1/{world.size} of the "
+                 f"batches; {world.size} x {params['batch_size']} texts per step")
+    if _out_of_core(args):
+        with _warnings_as_lines():
+            clf.fit_files(args.train_file, args.dev, cache_dir=args.cache_dir, fmt=args.input_format,
+                          text_col=args.text_col, label_col=args.label_col, skip_invalid=args.skip_invalid,
+                          callbacks=_checkpointer(args, world))
+    else:
+        _fit_in_memory(args, params, clf, world)
+    card.record_files(clf, train=args.train_file, dev=args.dev)
+    if world.main:
+        clf.save(args.out)
+        print(f"saved the model to {args.out}")
+    return 0
+
+
+OUT_OF_CORE_BYTES = 256 * 2**20  # training files from this size on go through the token cache
+
+
+def _out_of_core(args) -> bool:
+    """The token cache for --cache-dir, Parquet, and files of 256 MB or more (not for standard input)."""
+    if args.train_file == "-" or args.in_memory:
+        return False
+    path = Path(args.train_file)
+    big = path.is_file() and path.stat().st_size >= OUT_OF_CORE_BYTES
+    return bool(args.cache_dir) or big or path.suffix.lower() in (".parquet", ".pq")
+
+
+def _fit_in_memory(args, params: dict, clf, world) -> None:
     train = _read(args, args.train_file)
     multi, _, _ = detect_multi_label(train.labels, params["multi_label"], params["label_sep"])
     _check_labels(train, multi, params["label_sep"])
@@ -146,15 +190,25 @@ def cmd_train(args) -> int:
         dev = _read(args, args.dev)
         _check_labels(dev, multi, params["label_sep"])
         validation = (dev.texts, dev.labels)
-    from . import TextCNNClassifier
-
-    clf = TextCNNClassifier(**params, verbose=0 if args.quiet else 1 + args.verbose)
     with _warnings_as_lines():
-        clf.fit(train.texts, train.labels, validation_data=validation)
-    card.record_files(clf, train=args.train_file, dev=args.dev)
-    clf.save(args.out)
-    print(f"saved the model to {args.out}")
-    return 0
+        clf.fit(train.texts, train.labels, validation_data=validation, callbacks=_checkpointer(args, world))
+
+
+def _checkpointer(args, world) -> list:
+    """--checkpoint-every / --resume as a Checkpointer callback (none without them)."""
+    from .checkpoint import Checkpointer, parse_every
+
+    if not args.checkpoint_every and not args.resume:
+        return []
+    steps, seconds = parse_every(args.checkpoint_every) if args.checkpoint_every else (None, None)
+    directory = Path(args.checkpoint_dir or default_checkpoint_dir(args.out))
+    return [Checkpointer(directory, every_steps=steps, every_seconds=seconds, resume=args.resume, write=world.main)]
+
+
+def default_checkpoint_dir(out: str) -> Path:
+    """MODEL_DIR.checkpoint beside the model directory (inside it, the model's atomic save would remove it)."""
+    path = Path(out)
+    return path.with_name(path.name + ".checkpoint")
 
 
 def _load_verbose(args):
@@ -379,6 +433,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE.json", help="config values as JSON (flags given override them)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="say more (which code paths run)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--checkpoint-every", metavar="N|Nm",
+                   help="write a checkpoint every N training steps, or every N minutes with Nm (and at each epoch end)")
+    p.add_argument("--checkpoint-dir", metavar="DIR", help="where checkpoints go [MODEL_DIR.checkpoint]")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint of an interrupted run with the same data and flags")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="read the files row by row into an on-disk token cache in DIR (reused by later runs); "
+                        "used anyway, in $TEXTCNN_CACHE_DIR or ~/.cache/textcnn, for Parquet and files of 256 MB or more")
+    p.add_argument("--in-memory", action="store_true", help="read the training file into memory whatever its size")
     add_input_flags(p)
     add_config_flags(p)
     p.set_defaults(func=cmd_train)

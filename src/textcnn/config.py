@@ -8,6 +8,7 @@ and, in kebab-case, on the command line.
 from __future__ import annotations
 
 import dataclasses
+import re
 import difflib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -16,6 +17,7 @@ from .errors import ConfigError
 
 EMBEDDING_MODES = ("rand", "static", "non-static", "multichannel")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 MONITORS = ("auto", "accuracy", "macro_f1", "micro_f1", "loss")
 SINGLE_LABEL_MONITORS = ("auto", "accuracy", "macro_f1", "loss")  # micro F1 is accuracy there: not reported
 CLASS_WEIGHTS = (None, "balanced")
@@ -87,7 +89,12 @@ class TextCNNConfig:
     multi_label: bool | None = _doc("Force multi-label (True) or single-label (False); None detects it.", default=None)
     label_sep: str = _doc("Separator of labels in one field for multi-label data.", default="|")
     seed: int = _doc("Random seed: two CPU runs with the same seed give identical models.", default=0)
-    device: str = _doc("auto, cpu or cuda.", default="auto")
+    device: str = _doc("auto, cpu, cuda or cuda:N.", default="auto")
+    precision: str = _doc("Training arithmetic: auto (bfloat16 autocast on CPUs with native bfloat16 and on GPUs "
+                          "that have it, else float32), float32, bfloat16, or float16 (CUDA, with a GradScaler). "
+                          "float32 and bfloat16 runs are not bit-identical.", default="auto")
+    max_steps: int | None = _doc("Stop after this many training steps in all (None: run the epochs); "
+                                 "the dev set is scored once more at that point.", default=None)
 
     def __post_init__(self) -> None:
         if isinstance(self.window_sizes, list):
@@ -191,7 +198,11 @@ def _validate(c: TextCNNConfig) -> None:
     if c.max_norm is not None and (not _is_number(c.max_norm) or c.max_norm <= 0):
         raise _bad("max_norm", "None or a float > 0", c.max_norm)
     _check_choice("embedding_mode", c.embedding_mode, EMBEDDING_MODES)
-    _check_choice("device", c.device, DEVICES)
+    if not (c.device in DEVICES or isinstance(c.device, str) and re.fullmatch(r"cuda:\d+", c.device)):
+        raise _bad("device", f"one of {', '.join(map(repr, DEVICES))} or 'cuda:N'", c.device)
+    _check_choice("precision", c.precision, PRECISIONS)
+    if c.max_steps is not None and (not _is_int(c.max_steps) or c.max_steps < 1):
+        raise _bad("max_steps", "None or an int >= 1", c.max_steps)
     _check_choice("monitor", c.monitor, MONITORS)
     _check_choice("class_weight", c.class_weight, CLASS_WEIGHTS)
     if not isinstance(c.tokenizer, str) or not c.tokenizer:

@@ -155,6 +155,10 @@ class _Reader:
             label = _clean_label(label)
             if label is None:
                 return self.problem(line, f"no label in the '{self.label_col}' field")
+        self.keep(line, text, label)
+
+    def keep(self, line: int, text: str, label) -> None:
+        if self.labeled:
             self.labels.append(label)
         self.texts.append(text)
         self.lines.append(line)
@@ -167,7 +171,7 @@ class _Reader:
             csv.field_size_limit(old_limit)
 
     def _delimited(self, text: str, delimiter: str) -> None:
-        rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        rows = csv.reader(io.StringIO(text, newline="") if isinstance(text, str) else text, delimiter=delimiter)
         try:
             header = next(rows)
         except StopIteration:
@@ -206,8 +210,8 @@ class _Reader:
             f"{self.name}: no column '{name}' in the header (columns: {shown}). Pass {flag} with one of those names."
         )
 
-    def jsonl(self, text: str, _: str) -> None:
-        for line, raw in enumerate(_LINE_END.split(text), start=1):
+    def jsonl(self, text, _: str) -> None:
+        for line, raw in enumerate(_lines(text), start=1):
             if not raw.strip():
                 continue
             try:
@@ -226,8 +230,8 @@ class _Reader:
                 continue
             self.add(line, obj[self.text_col], obj.get(self.label_col))
 
-    def fasttext(self, text: str, _: str) -> None:
-        for line, raw in enumerate(_LINE_END.split(text), start=1):
+    def fasttext(self, text, _: str) -> None:
+        for line, raw in enumerate(_lines(text), start=1):
             if not raw.strip():
                 continue
             labels, words = [], raw.split()
@@ -250,6 +254,74 @@ class _Reader:
         # One text per line: an empty line is a text too, and gets a defined (padding-only) answer.
         self.texts.append("")
         self.lines.append(line)
+
+
+def _lines(text) -> Iterator[str]:
+    """The lines of a str, or of a text file opened with newline='' (their ends cut off)."""
+    if isinstance(text, str):
+        yield from _LINE_END.split(text)
+        return
+    for raw in text:
+        yield raw.rstrip("\r\n")
+
+
+class _Streamer(_Reader):
+    """A _Reader that hands each good row to ``sink(line, text, label)`` instead of keeping it."""
+
+    def __init__(self, sink, *args) -> None:
+        super().__init__(*args)
+        self.sink = sink
+        self.rows = 0
+
+    def keep(self, line: int, text: str, label) -> None:
+        self.rows += 1
+        self.sink(line, text, label)
+
+    def parquet(self, path: Path, _: str) -> None:
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataFormatError(f"{self.name}: reading Parquet needs pyarrow. Install it with: pip install pyarrow") from None
+        try:
+            table = pq.ParquetFile(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise DataFormatError(f"{self.name}: not a readable Parquet file ({e}).") from None
+        names = table.schema_arrow.names
+        columns = [self._column(names, self.text_col, "--text-col")]
+        if self.labeled:
+            columns.append(names[self._column(names, self.label_col, "--label-col")])
+        row = 0
+        for batch in table.iter_batches(batch_size=8192, columns=[names[columns[0]], *columns[1:]]):
+            texts = batch.column(0).to_pylist()
+            labels = batch.column(1).to_pylist() if self.labeled else [None] * len(texts)
+            for text, label in zip(texts, labels):
+                row += 1
+                self.add(row, text, label)
+
+
+def stream_records(path: str | Path, sink, *, fmt: str | None = None, text_col: str = "text",
+                   label_col: str = "label", labeled: bool = True, skip_invalid: bool = False) -> list:
+    """Reads a file row by row, calling ``sink(line, text, label)`` on each good row; memory stays flat.
+
+    The formats of :func:`read_records` plus Parquet (``.parquet``, via pyarrow; ``line`` is the
+    row number there). Returns the skipped rows, ``(line, why)``, with ``skip_invalid``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        what = "is a directory, not a file" if p.is_dir() else "does not exist"
+        raise DataFormatError(f"Cannot read '{p}': the path {what}. Check the path and try again.")
+    kind = "parquet" if fmt == "parquet" or fmt is None and p.suffix.lower() in (".parquet", ".pq") else \
+        detect_format(p, fmt, labeled=labeled)
+    reader = _Streamer(sink, str(p), text_col, label_col, labeled, skip_invalid)
+    if kind == "parquet":
+        reader.parquet(p, "")
+    else:
+        with open(p, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+            {"csv": reader.delimited, "tsv": reader.delimited, "jsonl": reader.jsonl,
+             "fasttext": reader.fasttext, "lines": reader.plain}[kind](f, "\t" if kind == "tsv" else ",")
+    if not reader.rows:
+        raise DataFormatError(f"{p}: no rows with text were found. Check the file and --format.")
+    return reader.skipped
 
 
 def _clean_label(label):

@@ -69,8 +69,8 @@ def explain(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> li
     limit = clf.config_.max_text_len
     ids = [clf.vocab_.encode([tok for tok, _, _ in s[:limit]]) for s in spans]
     pooled, positions = _pool_all(clf.model_, ids, min_length(clf.model_.window_sizes))
-    weight = clf.model_.fc.weight.detach().double().numpy()  # (C, F*n)
-    bias = clf.model_.fc.bias.detach().double().numpy()  # (C,)
+    weight = clf.model_.fc.weight.detach().cpu().double().numpy()  # (C, F*n)
+    bias = clf.model_.fc.bias.detach().cpu().double().numpy()  # (C,)
     # The prediction shown comes from these very logits (the exact float32 model), not a faster path.
     logits = pooled @ weight.T + bias  # (N, C)
     records = clf._records(texts, clf._proba_from_logits(logits), len(clf.classes_))
@@ -132,11 +132,12 @@ def _pool_all(model, ids: list[list[int]], min_len: int) -> tuple[np.ndarray, np
     n_features = model.fc.in_features
     pooled = np.zeros((len(ids), n_features), dtype=np.float32)
     positions = np.zeros((len(ids), n_features), dtype=np.int64)
+    device = next(model.parameters()).device  # a model trained on a GPU stays there
     for batch in length_batches([len(x) for x in ids], EXPLAIN_BATCH):
-        x = pad_batch([ids[i] for i in batch], min_len)  # (B, T)
+        x = pad_batch([ids[i] for i in batch], min_len).to(device)  # (B, T)
         p, pos = model.pool(x, return_positions=True)  # (B, F*n), (B, F*n)
-        pooled[batch] = p.float().numpy()
-        positions[batch] = pos.numpy()
+        pooled[batch] = p.float().cpu().numpy()
+        positions[batch] = pos.cpu().numpy()
     model.train(was_training)
     return pooled.astype(np.float64), positions
 

@@ -42,6 +42,8 @@ from .tokenizers import Tokenizer, tokenizer_from_spec
 from .vocab import Vocab
 
 if TYPE_CHECKING:  # PyTorch is needed for the weights only: the torch-free runtime reads the rest here
+    import torch
+
     from .model import TextCNN
 
 FORMAT_VERSION = 2
@@ -93,8 +95,6 @@ def write_model(parts: ModelParts, path, extra_files: dict[str, bytes] | None = 
     path = Path(path)
     target = Path(os.path.realpath(path))  # a symlink to a model: replace the model, keep the link
     _check_target(target)
-    from safetensors.torch import save as save_safetensors
-
     state = {k: v.detach().cpu().contiguous() for k, v in parts.model.state_dict().items()}
     files = {
         CONFIG: _json_bytes({"format_version": FORMAT_VERSION, "textcnn_version": __version__,
@@ -103,7 +103,7 @@ def write_model(parts: ModelParts, path, extra_files: dict[str, bytes] | None = 
         LABELS: _json_bytes({"classes": [to_python(c) for c in parts.classes],
                              "thresholds": None if parts.thresholds is None else [float(t) for t in parts.thresholds]}),
         TOKENIZER: _json_bytes(parts.tokenizer.spec()),
-        WEIGHTS: save_safetensors(state, metadata={"format": "pt", "textcnn_format_version": str(FORMAT_VERSION)}),
+        WEIGHTS: safetensors_bytes(state, {"format": "pt", "textcnn_format_version": str(FORMAT_VERSION)}),
         HISTORY: _json_bytes(parts.history),
     }
     files[MANIFEST] = _json_bytes({"sha256": {name: _sha256(data) for name, data in files.items()}})
@@ -115,6 +115,21 @@ def write_model(parts: ModelParts, path, extra_files: dict[str, bytes] | None = 
 
     replace_dir(target, write)
     return path
+
+
+def safetensors_bytes(tensors: dict[str, "torch.Tensor"], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes that depend only on the tensors and metadata.
+
+    The safetensors library writes the metadata in a random (hash map) order, so the same weights
+    gave different files in two processes; the header is rewritten with its keys sorted.
+    """
+    from safetensors.torch import save as save_safetensors
+
+    data = save_safetensors(tensors, metadata=metadata)
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the tensors' data stays 8-byte aligned
+    return len(header).to_bytes(8, "little") + header + data[8 + n :]
 
 
 def _check_target(target: Path) -> None:

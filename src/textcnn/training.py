@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import pad_batch, training_batches
+from .distributed import World, from_main, parallel_forward, shard, sparse_gradients_supported
 from .errors import ConfigError, TrainingError
 from .fastpath import native_bf16, training_forward
 
@@ -38,6 +39,10 @@ class TrainSettings:
     embedding_lr_scale: float = 1.0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = True
+    max_steps: int | None = None  # stop after this many optimizer steps in all (then a last dev evaluation)
+    precision: str = "auto"  # see autocast_dtype
+    fingerprint: str = ""  # what the data and config hash to: a checkpoint of another run is refused
+    world: World = field(default_factory=World)  # the processes training together (torchrun)
 
 
 @dataclass
@@ -53,17 +58,21 @@ def _trainable_tables(model: nn.Module) -> list[nn.Embedding]:
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float,
-                   embedding_lr_scale: float = 1.0) -> list[torch.optim.Optimizer]:
+                   embedding_lr_scale: float = 1.0, sparse: bool = True) -> list[torch.optim.Optimizer]:
     """Adam on dense weights; SparseAdam on embedding tables, which get sparse gradients.
 
     A step then reads and writes only the embedding rows its batch uses, not the whole table
     (the dense update of a 50,000-word table costs more than the convolutions). No weight decay
     on embeddings; their learning rate is ``lr * embedding_lr_scale``. The tables are the
-    ``nn.Embedding`` modules with trainable weights.
+    ``nn.Embedding`` modules with trainable weights. ``sparse`` False (DDP over nccl, which cannot
+    all-reduce sparse gradients) puts the tables in Adam too, with the same learning rate and no decay.
     """
     tables = _trainable_tables(model)
     sparse_ids = {id(m.weight) for m in tables}
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
+    if not sparse:
+        groups = [{"params": dense}, {"params": [m.weight for m in tables], "lr": lr * embedding_lr_scale, "weight_decay": 0.0}]
+        return [torch.optim.Adam([g for g in groups if g["params"]], lr=lr, weight_decay=weight_decay)]
     optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay)]
     if tables:
         optimizers.append(torch.optim.SparseAdam([m.weight for m in tables], lr=lr * embedding_lr_scale))
@@ -97,13 +106,39 @@ def seeded(seed: int):
         yield
 
 
-def training_path(model: nn.Module, device: torch.device) -> str:
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training steps; None trains in float32.
+
+    'auto' is bfloat16 on CPUs that compute it in hardware (AVX512-BF16 or AMX) and on CUDA GPUs
+    that support it, float16 on older GPUs, float32 elsewhere. Runs in float32 and in a reduced
+    precision are not bit-identical (they agree within rounding); exact resume and the
+    same-seed guarantee hold for float32 on the CPU.
+    """
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if precision == "float16":
+        if device.type != "cuda":
+            raise ConfigError("The 'precision' parameter (--precision) is 'float16', which is for CUDA GPUs only. "
+                              "Use bfloat16 or float32 on the CPU.")
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if device.type == "cpu" and native_bf16() else None
+
+
+def training_path(model: nn.Module, device: torch.device, precision: str = "auto") -> str:
     """The words ``--verbose`` uses for the training path."""
-    precision = "float32" if device.type != "cpu" else (
-        "bfloat16 autocast (native bf16 CPU)" if native_bf16() else "float32 (no native bfloat16 on this CPU)")
+    dtype = autocast_dtype(precision, device)
+    if dtype is None:
+        how = "float32" + (" (no native bfloat16 on this CPU)" if precision == "auto" and device.type == "cpu" else "")
+    else:
+        how = f"{str(dtype).removeprefix('torch.')} autocast on {device}" + (
+            " with a GradScaler" if dtype == torch.float16 else "")
     forward = ("the model's own forward (batch norm)" if training_forward(model) is model else
                "convolutions computed once per distinct word of a batch (GEMM + embedding_bag), max before bias+ReLU")
-    return f"{forward}, sparse embedding gradients + SparseAdam, Adam elsewhere, {precision}"
+    return f"{forward}, sparse embedding gradients + SparseAdam, Adam elsewhere, {how}"
 
 
 def fit_model(
@@ -114,60 +149,184 @@ def fit_model(
     evaluate: Callable[[nn.Module], dict],
     s: TrainSettings,
     log: Callable[..., None] | None = None,
+    callbacks: Sequence["Callback"] = (),
 ) -> TrainResult:
     """Trains ``model`` in place and leaves it holding the weights of its best dev epoch.
 
     ``log(message, level)`` receives progress lines (level 1) and the chosen code path (level 2).
+    ``callbacks`` run after the built-in ones (early stopping, then the epoch log); a
+    :class:`textcnn.checkpoint.Checkpointer` among them saves and restores the whole loop.
     PyTorch's global random state is left as it was (see :func:`seeded`).
 
     Raises:
         ConfigError: ``s.monitor`` is not a key of ``evaluate``'s dict.
         TrainingError: the training loss or a dev metric is NaN or infinite.
     """
-    with seeded(s.seed):
-        return _fit(model, train_ids, train_targets, loss_fn, evaluate, s, log or (lambda message, level=1: print(message)))
+    log = log or (lambda message, level=1: print(message))
+    sparse = sparse_gradients_supported(s.world)
+    if not sparse:
+        log(f"note: the {s.world.backend} backend cannot all-reduce sparse gradients: the embedding tables train "
+            "with dense gradients and Adam on every rank")
+    # Every rank draws the same batch order (numpy, s.seed) but its own dropout masks (torch).
+    with seeded(s.seed + 7919 * s.world.rank), sparse_embeddings(model) if sparse else contextlib.nullcontext():
+        optimizers = make_optimizer(model, s.learning_rate, s.weight_decay, s.embedding_lr_scale, sparse)
+        loop = Loop(model=model, optimizers=optimizers, settings=s, rng=np.random.default_rng(s.seed), log=log,
+                    forward=parallel_forward(model, training_forward(model), s.world))
+        if autocast_dtype(s.precision, s.device) == torch.float16:
+            loop.scaler = torch.amp.GradScaler("cuda")
+        early = EarlyStopping(s.monitor, s.patience)
+        loop.callbacks = [early, EpochLog(log), *callbacks]
+        log(f"training path: {training_path(model, s.device, s.precision)}", 2)
+        _train_loop(loop, train_ids, train_targets, loss_fn, evaluate)
+        return TrainResult(loop.history, early.best_epoch, float(early.best_score), early.stopped_early)
 
 
-def _fit(model, train_ids, train_targets, loss_fn, evaluate, s: TrainSettings, log) -> TrainResult:
-    rng = np.random.default_rng(s.seed)
-    optimizers = make_optimizer(model, s.learning_rate, s.weight_decay, s.embedding_lr_scale)
-    log(f"training path: {training_path(model, s.device)}", 2)
-    lengths = [len(x) for x in train_ids]
-    minimise = s.monitor == "loss"
-    best_score, best_epoch, best_state, bad_epochs = math.inf if minimise else -math.inf, 0, None, 0
-    best_loss = math.inf
-    history: list[dict] = []
-    stopped_early = False
-    for epoch in range(1, s.epochs + 1):
-        started = time.perf_counter()
-        with sparse_embeddings(model):
-            train_loss = _run_epoch(model, train_ids, train_targets, lengths, loss_fn, optimizers, rng, s, epoch)
-        seconds = time.perf_counter() - started
-        model.eval()
-        dev = evaluate(model)
-        _check_scores(dev, train_loss, s.monitor, epoch)
-        score = dev[s.monitor]
-        # Ties on the monitored metric (common on small dev sets) go to the lower dev loss.
-        improved = (score < best_score if minimise else score > best_score) or (
-            score == best_score and dev.get("loss", math.inf) < best_loss)
-        entry = {"epoch": epoch, "train_loss": train_loss, "seconds": round(seconds, 3),
-                 "texts_per_s": round(len(train_ids) / max(seconds, 1e-9), 1),
-                 **{f"dev_{k}": v for k, v in dev.items()}, "best": improved}
-        history.append(entry)
-        log(_epoch_line(entry, s.epochs, s.monitor))
+@dataclass
+class Loop:
+    """The training loop's state: with the model, optimizers and callbacks' states, all a resumed run needs.
+
+    ``epoch`` counts finished epochs, ``step`` optimizer steps in all, ``position`` the batches done
+    of the current epoch's shuffled order, which is drawn from ``epoch_rng_state`` (the data
+    generator's state when the epoch began).
+    """
+
+    model: nn.Module
+    optimizers: list
+    settings: TrainSettings
+    rng: np.random.Generator
+    log: Callable[..., None]
+    callbacks: list = field(default_factory=list)
+    epoch: int = 0
+    step: int = 0
+    position: int = 0
+    epoch_rng_state: dict | None = None
+    loss_sum: float = 0.0
+    seen: int = 0
+    seconds: float = 0.0  # training time of the current epoch so far
+    history: list = field(default_factory=list)
+    stop: bool = False
+    stop_reason: str | None = None
+    scaler: object = None  # a GradScaler for float16 autocast on CUDA
+    forward: Callable | None = None  # ids (B, T) -> logits (B, C); DistributedDataParallel under torchrun
+
+
+class Callback:
+    """Hooks into the training loop; each returns nothing and may set ``loop.stop``.
+
+    ``state_dict`` / ``load_state_dict`` (JSON values and tensors) let a checkpoint carry the
+    callback's own state; ``name`` keys it there.
+    """
+
+    name = ""
+
+    def on_train_begin(self, loop: Loop) -> None: ...
+
+    def on_step_end(self, loop: Loop) -> None: ...
+
+    def on_epoch_end(self, loop: Loop, entry: dict) -> None: ...
+
+    def on_train_end(self, loop: Loop) -> None: ...
+
+    def state_dict(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        return {}, {}
+
+    def load_state_dict(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None: ...
+
+
+class EarlyStopping(Callback):
+    """Keeps the best dev epoch's weights; stops after ``patience`` epochs without a better score.
+
+    ``monitor`` 'loss' is minimised, anything else maximised; ties go to the lower dev loss.
+    At the end of training the model gets the best weights back.
+    """
+
+    name = "early_stopping"
+
+    def __init__(self, monitor: str, patience: int) -> None:
+        self.monitor, self.patience = monitor, patience
+        self.minimise = monitor == "loss"
+        self.best_score = math.inf if self.minimise else -math.inf
+        self.best_loss, self.best_epoch, self.bad_epochs = math.inf, 0, 0
+        self.best_state: dict | None = None
+        self.stopped_early = False
+
+    def on_epoch_end(self, loop: Loop, entry: dict) -> None:
+        score, loss = entry[f"dev_{self.monitor}"], entry.get("dev_loss", math.inf)
+        improved = (score < self.best_score if self.minimise else score > self.best_score) or (
+            score == self.best_score and loss < self.best_loss)
+        entry["best"] = improved
         if improved:
-            best_score, best_loss, best_epoch, bad_epochs = score, dev.get("loss", math.inf), epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad_epochs += 1
-            if bad_epochs > s.patience:
-                stopped_early = epoch < s.epochs
-                log(f"early stopping: no better dev {s.monitor} for {bad_epochs} epoch(s); best was epoch {best_epoch}")
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(history, best_epoch, float(best_score), stopped_early)
+            self.best_score, self.best_loss, self.best_epoch, self.bad_epochs = score, loss, entry["epoch"], 0
+            self.best_state = copy.deepcopy(loop.model.state_dict())
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs > self.patience:
+            self.stopped_early = loop.epoch < loop.settings.epochs
+            loop.stop = True
+            loop.stop_reason = (f"early stopping: no better dev {self.monitor} for {self.bad_epochs} epoch(s); "
+                                f"best was epoch {self.best_epoch}")
+
+    def on_train_end(self, loop: Loop) -> None:
+        if self.best_state is not None:
+            loop.model.load_state_dict(self.best_state)
+
+    def state_dict(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        meta = {"best_score": self.best_score, "best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs, "stopped_early": self.stopped_early,
+                "has_best": self.best_state is not None}
+        return meta, dict(self.best_state or {})
+
+    def load_state_dict(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.best_score, self.best_loss = float(meta["best_score"]), float(meta["best_loss"])
+        self.best_epoch, self.bad_epochs = meta["best_epoch"], meta["bad_epochs"]
+        self.stopped_early = meta["stopped_early"]
+        self.best_state = dict(tensors) if meta["has_best"] else None
+
+
+class EpochLog(Callback):
+    """One line per epoch (``log`` level 1), and why training stopped early."""
+
+    def __init__(self, log: Callable[..., None]) -> None:
+        self.log = log
+
+    def on_epoch_end(self, loop: Loop, entry: dict) -> None:
+        self.log(_epoch_line(entry, loop.settings.epochs, loop.settings.monitor))
+        if loop.stop_reason:
+            self.log(loop.stop_reason)
+
+
+def _train_loop(loop: Loop, train_ids, targets, loss_fn, evaluate) -> None:
+    s = loop.settings
+    lengths = train_ids.lengths() if hasattr(train_ids, "lengths") else [len(x) for x in train_ids]
+    for cb in loop.callbacks:
+        cb.on_train_begin(loop)  # a Checkpointer resuming a run restores the loop here
+    while loop.epoch < s.epochs and not loop.stop:
+        started = time.perf_counter()
+        _run_epoch(loop, train_ids, targets, lengths, loss_fn)
+        loop.seconds += time.perf_counter() - started
+        _end_epoch(loop, evaluate)
+    for cb in loop.callbacks:
+        cb.on_train_end(loop)
+    loop.model.eval()
+
+
+def _end_epoch(loop: Loop, evaluate) -> None:
+    loop.model.eval()
+    dev = from_main(evaluate(loop.model), loop.settings.world)  # rank 0's scores decide for every rank
+    train_loss = loop.loss_sum / max(loop.seen, 1)
+    epoch = loop.epoch + 1
+    _check_scores(dev, train_loss, loop.settings.monitor, epoch)
+    entry = {"epoch": epoch, "train_loss": train_loss, "seconds": round(loop.seconds, 3),
+             "texts_per_s": round(loop.seen / max(loop.seconds, 1e-9), 1),
+             **{f"dev_{k}": v for k, v in dev.items()}, "best": False}
+    if loop.settings.max_steps is not None and loop.step >= loop.settings.max_steps:
+        entry["texts"] = loop.seen  # a partial epoch, perhaps
+    loop.history.append(entry)
+    loop.epoch, loop.position, loop.loss_sum, loop.seen, loop.seconds = epoch, 0, 0.0, 0, 0.0
+    if loop.settings.max_steps is not None and loop.step >= loop.settings.max_steps:
+        loop.stop = True
+    for cb in loop.callbacks:
+        cb.on_epoch_end(loop, entry)
 
 
 def _check_scores(dev: dict, train_loss: float, monitor: str, epoch: int) -> None:
@@ -185,33 +344,57 @@ def _check_scores(dev: dict, train_loss: float, monitor: str, epoch: int) -> Non
         )
 
 
-def _run_epoch(model, train_ids, targets, lengths, loss_fn, optimizers, rng, s: TrainSettings, epoch: int) -> float:
+def _run_epoch(loop: Loop, train_ids, targets, lengths, loss_fn) -> None:
+    """The rest of the current epoch's batches, from ``loop.position`` on."""
+    model, s = loop.model, loop.settings
     model.train()
-    total, seen = 0.0, 0
-    bar = tqdm(total=len(train_ids), desc=f"epoch {epoch}/{s.epochs}", unit="text", leave=False,
-               disable=not s.progress, file=sys.stderr, dynamic_ncols=True)
-    bf16 = s.device.type == "cpu" and native_bf16()
-    forward = training_forward(model)
+    if loop.position == 0:
+        loop.epoch_rng_state = copy.deepcopy(loop.rng.bit_generator.state)
+    else:  # resumed mid-epoch: draw the same order again
+        loop.rng.bit_generator.state = copy.deepcopy(loop.epoch_rng_state)
+    batches = shard(list(training_batches(lengths, s.batch_size, loop.rng)), s.world)
+    bar = tqdm(total=len(train_ids) // s.world.size, initial=loop.seen, desc=f"epoch {loop.epoch + 1}/{s.epochs}", unit="text",
+               leave=False, disable=not s.progress, file=sys.stderr, dynamic_ncols=True)
+    dtype = autocast_dtype(s.precision, s.device)
+    forward = loop.forward
     started = time.perf_counter()
-    for batch in training_batches(lengths, s.batch_size, rng):
-        ids = pad_batch([train_ids[i] for i in batch], s.min_len).to(s.device)  # (B, T)
+    for batch in batches[loop.position:]:
+        if s.max_steps is not None and loop.step >= s.max_steps:
+            break
+        ids = (train_ids.padded(batch, s.min_len) if hasattr(train_ids, "padded") else
+               pad_batch([train_ids[i] for i in batch], s.min_len)).to(s.device)  # (B, T)
         y = targets[torch.from_numpy(batch)].to(s.device)
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = forward(ids)  # (B, C)
-        loss = loss_fn(logits.float(), y)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-        if s.max_norm is not None:
-            model.apply_max_norm(s.max_norm)
-        total += loss.item() * len(batch)
-        seen += len(batch)
+        loss = _step(loop, forward, ids, y, loss_fn, dtype)
+        loop.loss_sum += loss * len(batch)
+        loop.seen += len(batch)
+        loop.position += 1
+        loop.step += 1
         bar.update(len(batch))
-        bar.set_postfix(loss=f"{total / seen:.4f}", texts_s=f"{seen / max(time.perf_counter() - started, 1e-9):.0f}")
+        bar.set_postfix(loss=f"{loop.loss_sum / loop.seen:.4f}",
+                        texts_s=f"{bar.n / max(time.perf_counter() - started, 1e-9):.0f}")
+        for cb in loop.callbacks:
+            cb.on_step_end(loop)
     bar.close()
-    return total / max(seen, 1)
+
+
+def _step(loop: Loop, forward, ids: torch.Tensor, y: torch.Tensor, loss_fn, dtype) -> float:
+    for opt in loop.optimizers:
+        opt.zero_grad(set_to_none=True)
+    with torch.autocast(ids.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+        logits = forward(ids)  # (B, C)
+    loss = loss_fn(logits.float(), y)
+    if loop.scaler is not None:  # float16 on CUDA: scale the loss so small gradients survive
+        loop.scaler.scale(loss).backward()
+        for opt in loop.optimizers:
+            loop.scaler.step(opt)
+        loop.scaler.update()
+    else:
+        loss.backward()
+        for opt in loop.optimizers:
+            opt.step()
+    if loop.settings.max_norm is not None:
+        loop.model.apply_max_norm(loop.settings.max_norm)
+    return loss.item()
 
 
 def _epoch_line(e: dict, epochs: int, monitor: str) -> str:
