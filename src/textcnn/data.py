@@ -118,8 +118,11 @@ def _decode(raw: bytes, name: str, skip_invalid: bool) -> str:
         ) from None
 
 
+_BAD_BYTES = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
+
+
 def _has_bad_bytes(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    return _BAD_BYTES.search(text) is not None
 
 
 class _Reader:
