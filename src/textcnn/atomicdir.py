@@ -23,6 +23,7 @@ that finds a file gone while the path now names another directory reads again (a
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import errno
 import os
 import secrets
@@ -75,6 +76,15 @@ def write_file(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def replace_file(path: Path, data: bytes) -> None:

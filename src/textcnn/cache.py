@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .atomicdir import replace_dir, write_file
+from .atomicdir import file_sha256, replace_dir, write_file
 from .data import stream_records
 from .vocab import Vocab
 
@@ -115,12 +115,6 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _Enough(Exception):
@@ -240,7 +234,7 @@ class TokenCache:
             write_file(tmp / "offsets.bin", np.concatenate(offsets).tobytes())
             with open(tmp / "targets.npy", "wb") as f:
                 np.save(f, np.concatenate(parts), allow_pickle=False)
-            header = {"format": FORMAT, "key": entry.name, "source": {**identity, "sha256": _file_sha256(path)},
+            header = {"format": FORMAT, "key": entry.name, "source": {**identity, "sha256": file_sha256(path)},
                       "read": self.options.__dict__, "tokenizer": spec, "vocab_sha256": vocab_hash,
                       "classes": [str(c) for c in classes], "max_text_len": max_len, "texts": n, "tokens": tokens}
             write_file(tmp / "header.json", json.dumps(header, indent=1).encode())

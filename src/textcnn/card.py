@@ -12,12 +12,11 @@ This module imports neither torch nor the classifier: it reads the classifier's 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from pathlib import Path
 
-from .atomicdir import replace_file
+from .atomicdir import file_sha256, replace_file
 from .errors import ModelFormatError
 
 CARD_FORMAT = 1
@@ -77,11 +76,7 @@ def file_facts(path, role: str) -> dict:
     if str(path) == "-":
         return {"role": role, "name": "<stdin>"}
     path = Path(path)
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"role": role, "name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"role": role, "name": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 # ----- the facts of a fitted classifier -----

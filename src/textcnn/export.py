@@ -15,7 +15,6 @@ the model again writes a fresh directory without them, so a graph never outlives
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import tempfile
@@ -28,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
+from .atomicdir import file_sha256
 from .errors import ModelFormatError, missing_dependency
-from .serialization import record_export
 from .model import TextCNN, min_length
+from .serialization import record_export
 from .vocab import PAD_ID
 
 OPSET = 18
@@ -77,7 +77,7 @@ def export_onnx(model_dir, out=None, *, int8: bool = False) -> Path:
     write_graph(clf.model_, out, int8=int8)
     if out.resolve().parent == model_dir.resolve():
         record_export(model_dir, EXPORT_KEYS[int8], {"file": out.name, "format": "onnx", "opset": OPSET,
-                                                     "sha256": _sha256(out), "textcnn_version": __version__})
+                                                     "sha256": file_sha256(out), "textcnn_version": __version__})
     return out
 
 
@@ -197,9 +197,3 @@ def _quiet(logger: str):
         log.setLevel(level)
 
 
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
