@@ -119,3 +119,11 @@ def test_a_damaged_checkpoint_is_refused(files, tmp_path, capsys):
     blob.write_bytes(bytes(data))
     assert main([*argv, "--resume"]) == 2
     assert "damaged" in capsys.readouterr().err
+
+
+def test_checkpoint_every_reads_steps_or_minutes():
+    from textcnn.checkpoint import parse_every
+
+    assert parse_every("500") == (500, None)
+    assert parse_every("10m") == (None, 600.0)
+    assert parse_every(" 0.5M ") == (None, 30.0)
