@@ -284,7 +284,7 @@ class _Streamer(_Reader):
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise DataFormatError(f"{self.name}: reading Parquet needs pyarrow. Install it with: pip install pyarrow") from None
+            raise DataFormatError(f"{self.name}: reading Parquet needs pyarrow. Install it with: pip install 'textcnn[parquet]'") from None
         try:
             table = pq.ParquetFile(path)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
