@@ -222,6 +222,27 @@ def test_metadata_shows_no_server_paths(model_dir, tmp_path):
     assert str(tmp_path) not in json.dumps(meta) and str(model_dir) not in json.dumps(meta)
 
 
+def test_metadata_holds_the_model_card(model_dir, tmp_path):
+    """/v1/metadata carries the card's facts as saved with the model, test metrics from textcnn eval included."""
+    import shutil
+
+    from textcnn.cli import main
+
+    from .conftest import write_csv
+
+    path = tmp_path / "model"
+    shutil.copytree(model_dir, path)
+    texts = ["who was the first king", "where is the capital", "how many people live there"] * 5
+    labels = [str(y) for y in textcnn.load(path).predict(texts)]
+    assert main(["eval", str(path), str(write_csv(tmp_path / "heldout.csv", texts, labels))]) == 0
+    with InProcessServer(str(path), ServerSettings()) as srv:
+        card = http("GET", srv.url + "/v1/metadata")[1]["card"]
+    assert card["labels"] == [str(c) for c in textcnn.load(path).classes_]
+    assert card["training_data"]["train"]["rows"] > 0 and card["dev_metrics"]["best_epoch"] >= 1
+    assert set(card["test_metrics"]) == {"heldout.csv"} and 0 <= card["test_metrics"]["heldout.csv"]["accuracy"] <= 1
+    assert str(tmp_path) not in json.dumps(card)
+
+
 def test_metrics(server):
     before = metrics(server.url)
     assert http("POST", server.url + "/v1/predict", {"texts": ["who was the king"]})[0] == 200

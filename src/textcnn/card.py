@@ -13,6 +13,7 @@ This module imports neither torch nor the classifier: it reads the classifier's 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def card_facts(clf) -> dict:
         "label_counts": None if data is None else data["train"]["label_counts"],
         "thresholds": None if clf.thresholds_ is None else [round(float(t), 4) for t in clf.thresholds_],
         "training_data": data,
-        "settings": clf.config_.to_dict(),
+        "settings": public_settings(clf.config_.to_dict()),
         "vocabulary_size": len(clf.vocab_),
         "parameters": sum(p.numel() for p in clf.model_.parameters()),
         "dev_metrics": dev_metrics(getattr(clf, "history_", [])),
@@ -102,6 +103,13 @@ def card_facts(clf) -> dict:
         "intended_use": INTENDED_USE,
         "limitations": list(LIMITATIONS),
     }
+
+
+def public_settings(config: dict) -> dict:
+    """A model's config without file paths: pretrained vectors named by their file's basename."""
+    if config.get("embeddings"):
+        config = {**config, "embeddings": os.path.basename(str(config["embeddings"]))}
+    return config
 
 
 def dev_metrics(history: list[dict]) -> dict | None:

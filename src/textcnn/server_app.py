@@ -9,9 +9,9 @@ read), :class:`BodyLimit` (413), :class:`FastPredict` and FastAPI's routes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
-import os
 import re
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,8 +24,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException
 
+from .card import card_facts, public_settings, read_facts
 from .data import to_python
-from .errors import TextCNNError
+from .errors import ModelFormatError, TextCNNError
 from .server_core import (LOCAL_HOSTS, LimitExceeded, MicroBatcher, ModelWorkers, ServerSettings, ServerUnavailable,
                           load_for_serving, log, queue_full, static_dir, versions)
 from .server_metrics import MetricsMiddleware, ServerMetrics
@@ -69,6 +70,7 @@ class Runtime:
         self.pending = 0  # predict/explain requests admitted and not yet answered
         self.metrics = ServerMetrics(lambda: self.pending)
         self.clf = None
+        self.card: dict | None = None  # the model card's facts, for /v1/metadata
         self.batcher: MicroBatcher | None = None
         self.workers: ModelWorkers | None = None
 
@@ -344,6 +346,7 @@ def build_app(clf_or_dir, settings: ServerSettings, on_fatal: Callable[[], None]
         clf = load_for_serving(clf_or_dir) if isinstance(clf_or_dir, (str, Path)) else clf_or_dir
         clf.predict_records(["warm-up"])  # builds the prediction tables and loads the kernel before the first request
         runtime.start(clf)
+        runtime.card = model_card(clf_or_dir, clf)
         app.state.clf = clf
         yield
         await runtime.stop()
@@ -388,10 +391,17 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 def public_config(clf) -> dict:
     """The model's config without server file paths: pretrained vectors named by their file's basename."""
-    config = clf.config_.to_dict()
-    if config.get("embeddings"):
-        config["embeddings"] = os.path.basename(str(config["embeddings"]))
-    return config
+    return public_settings(clf.config_.to_dict())
+
+
+def model_card(clf_or_dir, clf) -> dict | None:
+    """The model card's facts (textcnn.card): as saved with the model (with its test metrics), or
+    from the classifier served from memory; None for a runtime predictor without a saved card."""
+    if isinstance(clf_or_dir, (str, Path)):
+        with contextlib.suppress(ModelFormatError):
+            if (facts := read_facts(clf_or_dir)) is not None:
+                return facts
+    return card_facts(clf) if hasattr(clf, "model_") else None
 
 
 def _add_routes(app: FastAPI, runtime: Runtime) -> None:
@@ -427,6 +437,7 @@ def _add_routes(app: FastAPI, runtime: Runtime) -> None:
             "parameters": sum(p.numel() for p in clf.model_.parameters()) if hasattr(clf, "model_") else None,
             "limits": dataclasses.asdict(settings),
             "versions": versions(),
+            "card": runtime.card,
         }
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
