@@ -42,6 +42,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+from tests.conftest import trec_like  # noqa: E402 - the DDP data of tests/test_ddp.py
 CLASSES = ["billing", "shipping", "quality", "account"]
 
 
@@ -67,22 +69,6 @@ def textcnn(*args: str) -> list[str]:
 
 
 DDP_TEXTS = 20_000
-
-
-def trec_like(n: int, seed: int) -> tuple[list[str], list[str]]:
-    """Short questions whose class shows in one cue word among filler (as tests/test_ddp.py)."""
-    rng = random.Random(seed)
-    classes = ["abbr", "desc", "enty", "hum", "loc", "num"]
-    cues = {c: [f"{c}{i}" for i in range(4)] for c in classes}
-    filler = [f"w{i}" for i in range(60)]
-    texts, labels = [], []
-    for i in range(n):
-        label = classes[i % len(classes)]
-        words = rng.sample(filler, rng.randint(4, 10)) + [rng.choice(cues[label])]
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-        labels.append(label)
-    return texts, labels
 
 
 def write_corpus(path: Path, rows: int, seed: int, words: int = 30_000) -> None:

@@ -68,3 +68,22 @@ def train_csv(tmp_path, corpus):
 @pytest.fixture
 def dev_csv(tmp_path, dev_corpus):
     return write_csv(tmp_path / "dev.csv", *dev_corpus)
+
+
+TREC_CLASSES = ["abbr", "desc", "enty", "hum", "loc", "num"]  # TREC's six coarse classes
+
+
+def trec_like(n: int, seed: int) -> tuple[list[str], list[str]]:
+    """TREC-sized synthetic data: short questions whose class shows in one of a few cue words, among shared
+    filler words (tests/test_ddp.py, benchmarks/scale.py)."""
+    rng = random.Random(seed)
+    cues = {c: [f"{c}{i}" for i in range(4)] for c in TREC_CLASSES}
+    filler = [f"w{i}" for i in range(60)]
+    texts, labels = [], []
+    for i in range(n):
+        label = TREC_CLASSES[i % len(TREC_CLASSES)]
+        words = rng.sample(filler, rng.randint(4, 10)) + [rng.choice(cues[label])]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -13,29 +12,11 @@ import pytest
 from textcnn import load
 from textcnn.cli import main
 
-from .conftest import write_csv
+from .conftest import trec_like, write_csv
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 FLAGS = ["--epochs", "3", "--batch-size", "32", "--embedding-size", "16", "--feature-size", "16",
          "--window-sizes", "2,3", "--learning-rate", "0.01", "--device", "cpu", "--precision", "float32", "-q"]
-CLASSES = ["abbr", "desc", "enty", "hum", "loc", "num"]  # TREC's six coarse classes
-
-
-def trec_like(n: int, seed: int) -> tuple[list[str], list[str]]:
-    """Short questions whose class shows in one of a few cue words, among shared filler words."""
-    rng = random.Random(seed)
-    cues = {c: [f"{c}{i}" for i in range(4)] for c in CLASSES}
-    filler = [f"w{i}" for i in range(60)]
-    texts, labels = [], []
-    for i in range(n):
-        label = CLASSES[i % len(CLASSES)]
-        words = rng.sample(filler, rng.randint(4, 10)) + [rng.choice(cues[label])]
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-        labels.append(label)
-    return texts, labels
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp")

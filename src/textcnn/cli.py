@@ -212,8 +212,7 @@ def default_checkpoint_dir(out: str) -> Path:
 
 
 def _load_verbose(args):
-    clf = load(args.model_dir) if getattr(args, "runtime", "torch") == "torch" else \
-        runtime.load_predictor(args.model_dir, args.runtime)
+    clf = runtime.load_predictor(args.model_dir, getattr(args, "runtime", "torch"))
     clf.verbose = 1 + args.verbose if args.verbose else 0  # -v: the prediction path on stderr
     return clf
 

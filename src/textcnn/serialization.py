@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -56,10 +56,9 @@ FIX = "Restore the model directory from a copy, or train and save the model agai
 
 
 @dataclass
-class ModelInfo:
-    """A model directory without its network: what the PyTorch-free runtime needs, all checked."""
+class ModelDescription:
+    """What a model directory holds besides the network: the resolved config, text-to-ids parts, labels."""
 
-    path: Path
     config: TextCNNConfig
     multi_label: bool
     vocab: Vocab
@@ -67,21 +66,21 @@ class ModelInfo:
     classes: list
     thresholds: list[float] | None
     history: list
+
+
+@dataclass
+class ModelInfo(ModelDescription):
+    """A model directory without its network, all checked: what the PyTorch-free runtime needs."""
+
+    path: Path
     files: dict  # name -> bytes (or the OSError met reading it), all from one version of the directory
 
 
 @dataclass
-class ModelParts:
-    """What a model directory holds: the resolved config, text-to-ids parts, labels and the network."""
+class ModelParts(ModelDescription):
+    """A whole model: its description and the network."""
 
-    config: TextCNNConfig
-    multi_label: bool
-    vocab: Vocab
-    tokenizer: Tokenizer
-    classes: list
-    thresholds: list[float] | None
     model: TextCNN
-    history: list
 
 
 # ----- writing -----
@@ -160,9 +159,8 @@ def read_model(path) -> ModelParts:
             comes from a newer format. The message names the file and what is wrong.
     """
     info = read_model_info(path, weights=True)
-    model = _model(info.path, info.files, info.config, len(info.vocab))
-    return ModelParts(config=info.config, multi_label=info.multi_label, vocab=info.vocab, tokenizer=info.tokenizer,
-                      classes=info.classes, thresholds=info.thresholds, model=model, history=info.history)
+    described = {f.name: getattr(info, f.name) for f in fields(ModelDescription)}
+    return ModelParts(**described, model=_model(info.path, info.files, info.config, len(info.vocab)))
 
 
 def read_model_info(path, *, weights: bool = False, extra: tuple[str, ...] = ()) -> ModelInfo:
