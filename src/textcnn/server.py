@@ -44,7 +44,8 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError, missing_dependency
-from .server_core import FLAG_HELP, LOCAL_HOSTS, ServerSettings, load_for_serving, log, static_dir  # noqa: F401 - static_dir, load_for_serving: public
+from .runtime import load_predictor
+from .server_core import FLAG_HELP, LOCAL_HOSTS, ServerSettings, log, static_dir  # noqa: F401 - static_dir: public
 
 _NON_NEGATIVE = ("batch_wait_ms",)
 
@@ -141,7 +142,7 @@ def run_server(model, *, host: str = "127.0.0.1", port: int = 8000, settings: Se
     check_settings(settings)
     check_port_free(host, port)
     # a bad model directory fails here, before binding
-    clf = load_for_serving(model, runtime) if isinstance(model, (str, Path)) else model
+    clf = load_predictor(model, runtime) if isinstance(model, (str, Path)) else model
     server = make_server(clf, host=host, port=port, settings=settings)
     print(f"serving {model if isinstance(model, (str, Path)) else 'a classifier'} on http://{host}:{port}  "
           "(API docs: /docs)", flush=True)

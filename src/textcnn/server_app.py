@@ -27,8 +27,9 @@ from starlette.exceptions import HTTPException
 from .card import card_facts, public_settings, read_facts
 from .data import to_python
 from .errors import ModelFormatError, TextCNNError
+from .runtime import load_predictor
 from .server_core import (LOCAL_HOSTS, LimitExceeded, MicroBatcher, ModelWorkers, ServerSettings, ServerUnavailable,
-                          load_for_serving, log, queue_full, static_dir, versions)
+                          log, queue_full, static_dir, versions)
 from .server_metrics import MetricsMiddleware, ServerMetrics
 
 MODEL_ENDPOINTS = ("/v1/predict", "/v1/explain")
@@ -343,7 +344,7 @@ def build_app(clf_or_dir, settings: ServerSettings, on_fatal: Callable[[], None]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        clf = load_for_serving(clf_or_dir) if isinstance(clf_or_dir, (str, Path)) else clf_or_dir
+        clf = load_predictor(clf_or_dir) if isinstance(clf_or_dir, (str, Path)) else clf_or_dir
         clf.predict_records(["warm-up"])  # builds the prediction tables and loads the kernel before the first request
         runtime.start(clf)
         runtime.card = model_card(clf_or_dir, clf)

@@ -18,8 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Callable
 
-from .runtime import load_predictor as load_for_serving  # noqa: F401 - the server's loader (--runtime)
-
 log = logging.getLogger("textcnn.server")
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
