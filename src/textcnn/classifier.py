@@ -35,7 +35,7 @@ from .predictions import sigmoid as _sigmoid
 from .serialization import ModelParts, read_model, write_model
 from .tokenizers import make_tokenizer, resolve_tokenizer_name
 from .training import Callback, TrainSettings, fit_model, seeded
-from .vocab import Vocab, vocabulary_warning
+from .vocab import PAD, UNK, Vocab, vocabulary_warning
 
 PREDICT_BATCH = 512
 PREDICT_TOKENS = 32_768  # padded tokens per prediction batch (measured: ~80 texts of 400 tokens beat 512, 3x)
@@ -52,7 +52,8 @@ class TextCNNClassifier(LabelledPredictions):
         classes_: the labels, sorted; ``predict_proba`` columns follow this order.
         config_: the resolved :class:`TextCNNConfig` (``num_class``, ``tokenizer``, ``embedding_size`` and
             ``window_sizes`` filled in).
-        tokenizer_: the tokenizer, rebuilt from its saved spec at load time.
+        tokenizer_: the tokenizer, rebuilt from its saved spec at load time; with ``encoder``, the
+            :class:`textcnn.encoder.Encoder` (its word-piece tokenizer and the frozen transformer).
         vocab_: the :class:`Vocab` built from the training split.
         model_: the trained :class:`TextCNN` module (eval mode).
         multi_label_: whether each text may carry several labels.
@@ -74,6 +75,7 @@ class TextCNNClassifier(LabelledPredictions):
         batch_norm: bool = _DEFAULTS.batch_norm,
         embedding_mode: str = _DEFAULTS.embedding_mode,
         embeddings: str | None = _DEFAULTS.embeddings,
+        encoder: str | None = _DEFAULTS.encoder,
         max_norm: float | None = _DEFAULTS.max_norm,
         vector_vocab: int | None = _DEFAULTS.vector_vocab,
         tokenizer: str = _DEFAULTS.tokenizer,
@@ -106,6 +108,7 @@ class TextCNNClassifier(LabelledPredictions):
         self.batch_norm = batch_norm
         self.embedding_mode = embedding_mode
         self.embeddings = embeddings
+        self.encoder = encoder
         self.max_norm = max_norm
         self.vector_vocab = vector_vocab
         self.tokenizer = tokenizer
@@ -269,6 +272,12 @@ class TextCNNClassifier(LabelledPredictions):
                             self.config_.max_text_len)
 
     def _setup(self, cfg: TextCNNConfig, texts: list[str], labels: list, multi: bool) -> None:
+        if cfg.encoder is not None:  # the encoder's word pieces and states: no vocabulary to build
+            from .encoder import load_encoder
+
+            self.tokenizer_ = load_encoder(cfg.encoder)
+            self._finish_setup(cfg, "encoder", Vocab([PAD, UNK]), class_list(labels, multi), multi, len(texts))
+            return
         name = self._resolve_tokenizer(cfg, texts)
         vocab = Vocab.build((self.tokenizer_.tokenize(t) for t in texts), min_freq=cfg.min_freq, max_size=cfg.max_vocab_size)
         self._finish_setup(cfg, name, vocab, class_list(labels, multi), multi, len(texts))
@@ -303,6 +312,8 @@ class TextCNNClassifier(LabelledPredictions):
                               f"({', '.join(map(str, classes[:10]))}). Leave num_class unset to infer it.")
         self.classes_ = np.array(classes, dtype=object)
         vectors, size = None, cfg.embedding_size or DEFAULT_EMBEDDING_SIZE
+        if cfg.encoder is not None:
+            cfg, size = self._encoder_config(cfg), self.tokenizer_.hidden_size
         if cfg.embeddings is not None:
             from .embeddings import check_dimension, load_vectors
 
@@ -312,12 +323,24 @@ class TextCNNClassifier(LabelledPredictions):
                                    window_sizes=cfg.window_sizes or default_window_sizes(name))
         self.thresholds_ = np.full(len(classes), 0.5) if multi else None
         self.model_ = build_model(self.config_, len(self.vocab_))
-        self._log(f"{n_texts} training texts, {len(classes)} classes, vocabulary {len(self.vocab_)} tokens, "
-                  f"tokenizer '{name}', {sum(p.numel() for p in self.model_.parameters())} parameters")
+        words = (f"encoder {cfg.encoder} ({self.tokenizer_.num_layers} layers, {size}-d states, frozen)"
+                 if cfg.encoder else f"vocabulary {len(self.vocab_)} tokens, tokenizer '{name}'")
+        self._log(f"{n_texts} training texts, {len(classes)} classes, {words}, "
+                  f"{sum(p.numel() for p in self.model_.parameters())} parameters")
         if vectors is not None:
             from .embeddings import initialise_embeddings
 
             initialise_embeddings(self.model_, self.vocab_, self.config_, self._log, vectors=vectors)
+
+    def _encoder_config(self, cfg: TextCNNConfig) -> TextCNNConfig:
+        """The config with the encoder's facts: its hidden size, word pieces capped at its positions."""
+        enc = self.tokenizer_
+        if cfg.embedding_size is not None and cfg.embedding_size != enc.hidden_size:
+            raise ConfigError(f"embedding_size={cfg.embedding_size} (--embedding-size) but the encoder {cfg.encoder!r} "
+                              f"gives {enc.hidden_size}-d states. Leave embedding_size unset with an encoder.")
+        if cfg.max_text_len > enc.max_pieces:
+            self._log(f"note: max_text_len {cfg.max_text_len} is capped at the encoder's {enc.max_pieces} word pieces")
+        return cfg.replace(max_text_len=min(cfg.max_text_len, enc.max_pieces), lowercase=enc.lowercase)
 
     def _add_vector_words(self, cfg: TextCNNConfig) -> Vocab:
         """The vocabulary plus the first ``vector_vocab`` words of the pretrained vectors (tokenizer's case)."""
@@ -345,6 +368,8 @@ class TextCNNClassifier(LabelledPredictions):
         world = distributed.current()
         device = distributed.local_device(resolve_device(cfg.device), world)
         distributed.check_same(self._fingerprint(), "config, vocabulary or classes", world)
+        if hasattr(train_ids, "cached"):  # encoder states: computed once here, read by every epoch
+            train_ids, dev_ids = (x.cached(log=self._log, device=device) for x in (train_ids, dev_ids))
         self.model_.to(device)
         loss_fn = self._loss_fn(targets, device)
 
@@ -414,7 +439,14 @@ class TextCNNClassifier(LabelledPredictions):
         if was_training:  # eval() walks every module: only when needed, single texts are latency-bound
             self.model_.eval()
         forward = self._forward(device) if fast else self.model_
-        if getattr(forward, "fused_for", lambda n: False)(len(ids)):  # few texts: the fused kernel, unpadded
+        if hasattr(ids, "vectors"):  # an encoder input: its states per length-sorted batch, then the head
+            from .encoder import ENCODE_BATCH, ENCODE_TOKENS
+
+            out = torch.empty(len(ids), len(self.classes_))
+            for batch in length_batches(ids.lengths(), ENCODE_BATCH, ENCODE_TOKENS):
+                x = pad_batch([ids[i] for i in batch]).to(device)  # (B, T)
+                out[torch.from_numpy(batch)] = forward(x, ids.vectors(batch, x.shape[1], device)).float().cpu()
+        elif getattr(forward, "fused_for", lambda n: False)(len(ids)):  # few texts: the fused kernel, unpadded
             out = forward.logits_lists(ids)
         elif len(ids) == 1:  # one text: no sorting, no scatter
             out = forward(pad_batch(ids).to(device)).float().cpu()  # (1, C): each engine pads to its widest window
@@ -433,6 +465,14 @@ class TextCNNClassifier(LabelledPredictions):
         if predictor is None:  # built once per fitted classifier, not per call (single texts are latency-bound)
             predictor = self._predictor = Predictor()
         return predictor.engine(self.model_, device, self._log) or self.model_
+
+    def encode(self, texts: Sequence[str]):
+        """Texts -> token id lists cut to ``max_text_len``; with an encoder, an
+        :class:`textcnn.encoder.EncodedTexts` (word pieces, their states computed batch by batch)."""
+        self._check_fitted()
+        if self.config_.encoder is not None:
+            return self.tokenizer_.encode(texts, self.config_.max_text_len)
+        return super().encode(texts)
 
     def decision_function(self, X: Iterable[str]) -> np.ndarray:
         """Raw logits (N, n_classes), columns in ``classes_`` order."""

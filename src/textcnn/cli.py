@@ -354,20 +354,27 @@ def cmd_summary(args) -> int:
     from .model import build_model, min_length
     from .summary import render_summary
 
+    encoder = None
     if args.model_dir:
         clf = load(args.model_dir)
         model, cfg = clf.model_, clf.config_
+        encoder = clf.tokenizer_ if cfg.encoder else None
     else:
         params = config_from_args(args)
         params["num_class"] = params["num_class"] or 2
         cfg = TextCNNConfig.from_dict(params)
+        if cfg.encoder:
+            from .encoder import load_encoder
+
+            encoder = load_encoder(cfg.encoder)
+            cfg = cfg.replace(embedding_size=encoder.hidden_size, max_text_len=min(cfg.max_text_len, encoder.max_pieces))
         model = build_model(cfg, args.vocab_size)
     length = args.text_len or cfg.max_text_len
     widest = min_length(model.window_sizes)  # a config's window_sizes may be None: the model's are resolved
     if length < widest:
         raise ConfigError(f"--max-text-len {length} is shorter than the widest window ({widest}); "
                           "the seed's MaxPool1d(max_text_len - h + 1) needs at least that.")
-    print(render_summary(model, args.batch_size, length))
+    print(render_summary(model, args.batch_size, length, encoder))
     return 0
 
 

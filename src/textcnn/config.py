@@ -59,6 +59,12 @@ class TextCNNConfig:
         default="non-static",
     )
     embeddings: str | None = _doc("Pretrained vectors: a file path or a registered name.", default=None)
+    encoder: str | None = _doc(
+        "A frozen pretrained transformer encoder whose last-layer token states the convolutions read instead "
+        "of an embedding table: a local Hugging Face model directory, or a registered name (minilm-l6). Its "
+        "tokenizer replaces --tokenizer (max_text_len counts word pieces). Needs pip install 'textcnn[encoder]'.",
+        default=None,
+    )
     max_norm: float | None = _doc("Max L2 norm of each class's weight row in the last layer (Kim: 3).", default=3.0)
     vector_vocab: int | None = _doc(
         "Also add the first N words of the pretrained vectors (most frequent first in GloVe, word2vec and "
@@ -217,11 +223,29 @@ def _validate(c: TextCNNConfig) -> None:
     if c.vector_vocab and c.embeddings is None:
         raise ConfigError(f"vector_vocab={c.vector_vocab} adds words from pretrained vectors, but none were given. "
                           "Pass embeddings=PATH_OR_NAME (--embeddings on the CLI), or leave vector_vocab unset.")
+    if c.encoder is not None:
+        _check_encoder(c)
+    elif c.tokenizer == "encoder":
+        raise ConfigError("tokenizer='encoder' is the word-piece tokenizer of an encoder input, but no encoder was "
+                          "given. Pass encoder=NAME_OR_DIR (--encoder on the CLI), or use tokenizer='auto'.")
     if c.embedding_mode == "rand" and c.embeddings is not None:
         raise ConfigError(
             "embedding_mode='rand' means random initialisation, but embeddings were given. "
             "Use embedding_mode='non-static' (or 'static'/'multichannel') with pretrained vectors."
         )
+
+
+def _check_encoder(c: TextCNNConfig) -> None:
+    """An encoder input replaces the tokenizer and the embedding table: refuse settings for those."""
+    if not isinstance(c.encoder, str) or not c.encoder:
+        raise _bad("encoder", "None, a registered encoder name such as 'minilm-l6' or a model directory", c.encoder)
+    if c.embeddings is not None or c.embedding_mode in ("static", "multichannel") or c.vector_vocab:
+        raise ConfigError("encoder= gives the convolutions an encoder's token states, so there are no word vectors "
+                          "to set: drop embeddings / embedding_mode / vector_vocab (--embeddings, --embedding-mode, "
+                          "--vector-vocab), or drop --encoder.")
+    if c.tokenizer not in ("auto", "encoder"):
+        raise ConfigError(f"tokenizer={c.tokenizer!r} was given with encoder={c.encoder!r}, whose own word-piece "
+                          "tokenizer replaces it. Leave tokenizer at 'auto' (drop --tokenizer).")
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:

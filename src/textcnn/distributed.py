@@ -147,8 +147,8 @@ class _Forward(nn.Module):
         super().__init__()
         self.model, self.forward_fn = model, forward
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.forward_fn(ids)
+    def forward(self, ids: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_fn(ids) if vectors is None else self.forward_fn(ids, vectors)
 
 
 def parallel_forward(model: nn.Module, forward, world: World):

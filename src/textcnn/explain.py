@@ -67,8 +67,13 @@ def explain(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> li
     class_idx = _class_indices(clf, classes)
     spans = [clf.tokenizer_.tokenize_with_spans(t) for t in texts]
     limit = clf.config_.max_text_len
-    ids = [clf.vocab_.encode([tok for tok, _, _ in s[:limit]]) for s in spans]
-    pooled, positions = _pool_all(clf.model_, ids, min_length(clf.model_.window_sizes))
+    if clf.config_.encoder is not None:  # word pieces: the head reads their encoder states
+        inputs, unknown = clf.encode(texts), clf.tokenizer_.head_unk_id
+        ids = list(inputs)
+    else:
+        inputs = ids = [clf.vocab_.encode([tok for tok, _, _ in s[:limit]]) for s in spans]
+        unknown = UNK_ID
+    pooled, positions = _pool_all(clf.model_, inputs, min_length(clf.model_.window_sizes))
     weight = clf.model_.fc.weight.detach().cpu().double().numpy()  # (C, F*n)
     bias = clf.model_.fc.bias.detach().cpu().double().numpy()  # (C,)
     # The prediction shown comes from these very logits (the exact float32 model), not a faster path.
@@ -80,7 +85,7 @@ def explain(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> li
         contrib = weight * pooled[i]  # (C, F*n)
         exp = {
             "text": text,
-            "tokens": [{"token": tok, "start": s, "end": e, "known": tid != UNK_ID}
+            "tokens": [{"token": tok, "start": s, "end": e, "known": tid != unknown}
                        for (tok, s, e), tid in zip(used, ids[i])],
             "n_tokens": len(spans[i]),
             "truncated": len(spans[i]) > limit,
@@ -125,8 +130,11 @@ def explain_cost(clf, texts: Iterable[str], *, classes: Sequence | None = None) 
 
 
 @torch.inference_mode()
-def _pool_all(model, ids: list[list[int]], min_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled values (N, F*n) in float32 and winning window starts (N, F*n), dropout off."""
+def _pool_all(model, ids, min_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled values (N, F*n) in float32 and winning window starts (N, F*n), dropout off.
+
+    ``ids``: id lists, or an encoder input (:class:`textcnn.encoder.EncodedTexts`) whose states the head reads.
+    """
     was_training = model.training
     model.eval()
     n_features = model.fc.in_features
@@ -135,7 +143,8 @@ def _pool_all(model, ids: list[list[int]], min_len: int) -> tuple[np.ndarray, np
     device = next(model.parameters()).device  # a model trained on a GPU stays there
     for batch in length_batches([len(x) for x in ids], EXPLAIN_BATCH):
         x = pad_batch([ids[i] for i in batch], min_len).to(device)  # (B, T)
-        p, pos = model.pool(x, return_positions=True)  # (B, F*n), (B, F*n)
+        vectors = ids.vectors(batch, x.shape[1], device) if hasattr(ids, "vectors") else None  # (B, T, C_in)
+        p, pos = model.pool(x, vectors, return_positions=True)  # (B, F*n), (B, F*n)
         pooled[batch] = p.float().cpu().numpy()
         positions[batch] = pos.cpu().numpy()
     model.train(was_training)
@@ -204,7 +213,7 @@ def _walk(clf, text, used, pooled, positions, contrib, bias) -> dict:
     model = clf.model_
     n = len(used)
     length = max(n, min_length(model.window_sizes))  # texts shorter than the widest window are padded to it
-    emb = model.embedding.embedding_dim * (2 if model.static_embedding is not None else 1)
+    emb = model.input_size
     feature_size = model.fc.in_features // len(model.window_sizes)
     branches = []
     for b, k in enumerate(model.window_sizes):

@@ -28,7 +28,7 @@ from torch import nn
 
 from . import __version__
 from .atomicdir import file_sha256
-from .errors import ModelFormatError, missing_dependency
+from .errors import ConfigError, ModelFormatError, missing_dependency
 from .model import TextCNN, min_length
 from .serialization import record_export
 from .vocab import PAD_ID
@@ -73,6 +73,10 @@ def export_onnx(model_dir, out=None, *, int8: bool = False) -> Path:
     _import_onnx()
     model_dir = Path(model_dir)
     clf = load(model_dir)
+    if clf.config_.encoder is not None:
+        raise ConfigError(f"'{model_dir}' reads a transformer encoder ({clf.config_.encoder}); textcnn export writes "
+                          "graphs of embedding-table models only for now. Serve it with the PyTorch runtime "
+                          "(textcnn serve / textcnn predict without --runtime onnx).")
     out = Path(out) if out is not None else model_dir / FILES[int8]
     write_graph(clf.model_, out, int8=int8)
     if out.resolve().parent == model_dir.resolve():

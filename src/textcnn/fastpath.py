@@ -321,6 +321,9 @@ class Predictor:
 
     def choose(self, model: TextCNN, device: torch.device) -> tuple[Engine, str]:
         """The engine for ``model`` on ``device``, and why (for ``--verbose``)."""
+        if model.embedding is None:
+            return Engine.PLAIN, ("plain forward over a frozen encoder's states (the tables and the kernel "
+                                  "precompute per-word vectors of an embedding table)")
         dtype = str(model.embedding.weight.dtype).removeprefix("torch.")
         if device.type != "cpu":
             return Engine.PLAIN, f"plain {dtype} forward on {device.type} (the tables are a CPU path)"
@@ -507,6 +510,6 @@ def _winning_sums(bags: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 def training_forward(model: nn.Module):
     """The fastest exact training forward for ``model``: deduplicated for TextCNN without batch norm."""
-    if isinstance(model, TextCNN) and model.norms is None:
+    if isinstance(model, TextCNN) and model.norms is None and model.embedding is not None:
         return lambda ids: deduplicated_forward(model, ids)
     return model

@@ -50,8 +50,9 @@ class TextCNN(nn.Module):
     """The convolutional text classifier.
 
     Args:
-        vocab_size: rows of the embedding table (id 0 is padding).
-        embedding_size: word-vector size, the convolutions' ``in_channels``.
+        vocab_size: rows of the embedding table (id 0 is padding); None: no table, the input vectors
+            are given to :meth:`forward` (a frozen encoder's token states, :mod:`textcnn.encoder`).
+        embedding_size: word-vector size (or the encoder's hidden size), the convolutions' ``in_channels``.
         feature_size: filters per window size, the convolutions' ``out_channels``.
         window_sizes: one Conv1d branch per kernel size.
         num_class: outputs of the last layer.
@@ -63,7 +64,7 @@ class TextCNN(nn.Module):
     def __init__(
         self,
         *,
-        vocab_size: int,
+        vocab_size: int | None,
         embedding_size: int,
         feature_size: int,
         window_sizes: tuple[int, ...],
@@ -74,12 +75,12 @@ class TextCNN(nn.Module):
     ) -> None:
         super().__init__()
         self.window_sizes = tuple(window_sizes)
-        self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD_ID)
+        self.embedding = None if vocab_size is None else nn.Embedding(vocab_size, embedding_size, padding_idx=PAD_ID)
         self.static_embedding = None
-        if multichannel:
+        if multichannel and vocab_size is not None:
             self.static_embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD_ID)
             self.static_embedding.weight.requires_grad_(False)
-        in_channels = embedding_size * (2 if multichannel else 1)
+        in_channels = self.input_size = embedding_size * (2 if self.static_embedding is not None else 1)
         self.convs = nn.ModuleList(nn.Conv1d(in_channels, feature_size, k) for k in self.window_sizes)
         self.norms = nn.ModuleList(nn.BatchNorm1d(feature_size) for _ in self.window_sizes) if batch_norm else None
         self.dropout = nn.Dropout(dropout_rate)
@@ -104,16 +105,25 @@ class TextCNN(nn.Module):
         """
         self.weights_version += 1
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """Token ids (...) -> each token's input vector (..., C_in): its embedding, plus its static one."""
+    def lookup(self, ids: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids (...) -> each token's input vector (..., C_in): its embedding, plus its static one.
+
+        ``vectors`` (..., C_in), given, are the input vectors (an encoder's states; zero at padding).
+        """
+        if vectors is not None:
+            return vectors
         x = self.embedding(ids)  # (..., E)
         if self.static_embedding is not None:
             x = torch.cat([x, self.static_embedding(ids)], dim=-1)  # (..., 2E)
         return x
 
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T) -> the convolutions' input (B, C_in, T), padded to the widest window."""
-        return self.lookup(pad_to_widest(ids, self.window_sizes)).transpose(1, 2)  # (B, C_in, T)
+    def embed(self, ids: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids (B, T) [and input vectors (B, T, C_in)] -> the convolutions' input (B, C_in, T'),
+        padded to the widest window."""
+        if vectors is not None:
+            short = min_length(self.window_sizes) - vectors.shape[1]
+            vectors = F.pad(vectors, (0, 0, 0, short)) if short > 0 else vectors  # (B, max(T, max_k), C_in)
+        return self.lookup(pad_to_widest(ids, self.window_sizes), vectors).transpose(1, 2)  # (B, C_in, T')
 
     def before_max(self, c: torch.Tensor, i: int) -> torch.Tensor:
         """Window size i's map (B, F, L) from the window sums ``c`` (the convolution without its bias).
@@ -136,10 +146,10 @@ class TextCNN(nn.Module):
         c = self.before_max(F.conv1d(x, self.convs[i].weight), i)  # (B, F, T-k+1)
         return c.masked_fill(_invalid_windows(lengths, self.window_sizes[i], c.shape[2]).unsqueeze(1), float("-inf"))
 
-    def pool(self, ids: torch.Tensor, *, return_positions: bool = False):
+    def pool(self, ids: torch.Tensor, vectors: torch.Tensor | None = None, *, return_positions: bool = False):
         """Max-pooled features (B, F * len(window_sizes)); with positions, also each max's window start."""
         lengths = text_lengths(ids)  # (B,)
-        x = self.embed(ids)  # (B, C_in, T)
+        x = self.embed(ids, vectors)  # (B, C_in, T)
         values, positions = [], []
         for i in range(len(self.convs)):
             c = self.feature_map(x, lengths, i)  # (B, F, T-k+1)
@@ -152,8 +162,8 @@ class TextCNN(nn.Module):
         pooled = torch.cat(values, dim=1)  # (B, F*n)
         return (pooled, torch.cat(positions, dim=1)) if return_positions else pooled
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.pool(ids)))  # (B, C)
+    def forward(self, ids: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fc(self.dropout(self.pool(ids, vectors)))  # (B, C)
 
     @torch.no_grad()
     def apply_max_norm(self, max_norm: float) -> None:
@@ -163,15 +173,15 @@ class TextCNN(nn.Module):
         w.mul_(max_norm / norms)
 
     @torch.no_grad()
-    def shape_walk(self, ids: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    def shape_walk(self, ids: torch.Tensor, vectors: torch.Tensor | None = None) -> list[tuple[str, torch.Tensor]]:
         """The seed's forward pass step by step, as (step, tensor) pairs, for ``textcnn summary``.
 
         The steps are this model's own (the same helpers as :meth:`pool`), shown in the seed's
         shapes: a fixed-length max-pool (B, F, 1), so ids must be at least as long as the widest window.
         """
         steps = [("token ids", ids)]
-        emb = self.lookup(ids)  # (B, T, C_in)
-        steps.append(("embedding", emb))
+        emb = self.lookup(ids, vectors)  # (B, T, C_in)
+        steps.append(("embedding" if vectors is None else "encoder states", emb))
         x = emb.permute(0, 2, 1)  # (B, C_in, T)
         steps.append(("permute(0, 2, 1)", x))
         lengths = text_lengths(ids)  # (B,)
@@ -198,7 +208,8 @@ def _invalid_windows(lengths: torch.Tensor, k: int, n_windows: int) -> torch.Ten
 
 
 def build_model(cfg: TextCNNConfig, vocab_size: int) -> TextCNN:
-    """The TextCNN a config describes, with ``vocab_size`` embedding rows.
+    """The TextCNN a config describes, with ``vocab_size`` embedding rows (none with an encoder input:
+    then ``cfg.embedding_size`` is the encoder's hidden size).
 
     The initial weights depend only on ``cfg.seed``: they are drawn with the seed set inside
     ``fork_rng``, so the caller's global torch random state is left as it was.
@@ -206,7 +217,7 @@ def build_model(cfg: TextCNNConfig, vocab_size: int) -> TextCNN:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return TextCNN(
-            vocab_size=vocab_size, embedding_size=cfg.embedding_size or DEFAULT_EMBEDDING_SIZE,
+            vocab_size=None if cfg.encoder else vocab_size, embedding_size=cfg.embedding_size or DEFAULT_EMBEDDING_SIZE,
             feature_size=cfg.feature_size, window_sizes=cfg.window_sizes or default_window_sizes(cfg.tokenizer),
             num_class=cfg.num_class, dropout_rate=cfg.dropout_rate, batch_norm=cfg.batch_norm,
             multichannel=cfg.embedding_mode == "multichannel",

@@ -1,7 +1,8 @@
 """The model directory: plain JSON and safetensors, nothing executable.
 
     MODEL_DIR/
-      config.json        format_version, textcnn_version, task, the TextCNNConfig fields
+      config.json        format_version, textcnn_version, task, the TextCNNConfig fields, and with an
+                         encoder input (format 3) "encoder": {"name", "sha256": {file: hex digest}}
       vocab.json         {"tokens": [...]}  (id = position; 0 <pad>, 1 <unk>)
       labels.json        {"classes": [...], "thresholds": [...] | null}  (thresholds: multi-label)
       tokenizer.json     {"name": "word", "lowercase": true}
@@ -15,7 +16,9 @@ a flipped byte anywhere is caught, also in a label name that still parses), then
 structure, and that the files agree with each other (class count, vocabulary size, tensor names,
 shapes and dtypes). Anything wrong raises ModelFormatError naming the file and what is wrong.
 Format 1 directories (textcnn 0.1, without manifest.json) are read with the same checks but the
-checksums. Writing goes through :func:`textcnn.atomicdir.replace_dir`: a complete new directory
+checksums. Format 3 is format 2 plus the encoder entry: only models with an encoder input are written
+in it (so older textcnn versions say to upgrade instead of failing on them); the encoder itself is
+never copied: reading resolves it by name and refuses one whose files' SHA-256 differ. Writing goes through :func:`textcnn.atomicdir.replace_dir`: a complete new directory
 replaces the old one in one step where the OS allows (that module says where it does not).
 
 This module deals in plain parts (:class:`ModelParts`); the estimator is assembled from them in
@@ -46,7 +49,8 @@ if TYPE_CHECKING:  # PyTorch is needed for the weights only: the torch-free runt
 
     from .model import TextCNN
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest format read; models without an encoder input are written in format 2
+PLAIN_FORMAT, ENCODER_FORMAT = 2, 3
 CONFIG, VOCAB, LABELS, TOKENIZER = "config.json", "vocab.json", "labels.json", "tokenizer.json"
 WEIGHTS, HISTORY, MANIFEST = "model.safetensors", "history.json", "manifest.json"
 EXPORTS = "exports.json"  # {"onnx": {"file", "sha256", ...}, "onnx-int8": {...}}: written by textcnn export
@@ -95,14 +99,17 @@ def write_model(parts: ModelParts, path, extra_files: dict[str, bytes] | None = 
     target = Path(os.path.realpath(path))  # a symlink to a model: replace the model, keep the link
     _check_target(target)
     state = {k: v.detach().cpu().contiguous() for k, v in parts.model.state_dict().items()}
+    meta = {"format_version": PLAIN_FORMAT, "textcnn_version": __version__, "task": TASKS[parts.multi_label],
+            "config": parts.config.to_dict()}
+    if parts.config.encoder is not None:
+        meta.update(format_version=ENCODER_FORMAT, encoder=parts.tokenizer.describe())
     files = {
-        CONFIG: _json_bytes({"format_version": FORMAT_VERSION, "textcnn_version": __version__,
-                             "task": TASKS[parts.multi_label], "config": parts.config.to_dict()}),
+        CONFIG: _json_bytes(meta),
         VOCAB: _json_bytes(parts.vocab.to_json()),
         LABELS: _json_bytes({"classes": [to_python(c) for c in parts.classes],
                              "thresholds": None if parts.thresholds is None else [float(t) for t in parts.thresholds]}),
         TOKENIZER: _json_bytes(parts.tokenizer.spec()),
-        WEIGHTS: safetensors_bytes(state, {"format": "pt", "textcnn_format_version": str(FORMAT_VERSION)}),
+        WEIGHTS: safetensors_bytes(state, {"format": "pt", "textcnn_format_version": str(meta["format_version"])}),
         HISTORY: _json_bytes(parts.history),
     }
     files[MANIFEST] = _json_bytes({"sha256": {name: _sha256(data) for name, data in files.items()}})
@@ -187,7 +194,10 @@ def read_model_info(path, *, weights: bool = False, extra: tuple[str, ...] = ())
         raise _newer_format(path, meta, version)
     cfg, multi = _config(path, meta)
     vocab = _parsed(path, VOCAB, blobs, Vocab.from_json)
-    tokenizer = _parsed(path, TOKENIZER, blobs, tokenizer_from_spec)
+    if cfg.encoder is None:
+        tokenizer = _parsed(path, TOKENIZER, blobs, tokenizer_from_spec)
+    else:
+        tokenizer = _encoder(path, meta, _json_object(path, TOKENIZER, blobs))
     if (tokenizer.name, tokenizer.lowercase) != (cfg.tokenizer, cfg.lowercase):
         raise ModelFormatError(f"{path / TOKENIZER} describes tokenizer {tokenizer.spec()} but {CONFIG} says "
                                f"tokenizer={cfg.tokenizer!r}, lowercase={cfg.lowercase}. {FIX}")
@@ -292,7 +302,7 @@ def _newer_format(path: Path, meta: dict, version: int) -> ModelFormatError:
 
 def _config(path: Path, meta: dict) -> tuple[TextCNNConfig, bool]:
     file = path / CONFIG
-    unknown = sorted(set(meta) - {"format_version", "textcnn_version", "task", "config"})
+    unknown = sorted(set(meta) - {"format_version", "textcnn_version", "task", "config", "encoder"})
     if unknown:
         raise ModelFormatError(f"{file} has unknown keys {unknown}. {FIX}")
     task = meta.get("task")
@@ -311,6 +321,20 @@ def _config(path: Path, meta: dict) -> tuple[TextCNNConfig, bool]:
     if cfg.multi_label is not None and cfg.multi_label != multi:
         raise ModelFormatError(f"{file}: 'task' is {task!r} but the config says multi_label={cfg.multi_label}. {FIX}")
     return cfg, multi
+
+
+def _encoder(path: Path, meta: dict, spec: dict):
+    """The encoder config.json names, checked against the SHA-256 of its files recorded there."""
+    from .encoder import SPEC, load_encoder
+
+    entry, name = meta.get("encoder"), meta["config"]["encoder"]
+    if not isinstance(entry, dict) or entry.get("name") != name or not isinstance(entry.get("sha256"), dict):
+        raise ModelFormatError(f"{path / CONFIG}: a model with encoder={name!r} needs an 'encoder' entry "
+                               f"{{\"name\": {json.dumps(name)}, \"sha256\": {{file: digest}}}}. {FIX}")
+    if spec != SPEC:
+        raise ModelFormatError(f"{path / TOKENIZER} must hold {json.dumps(SPEC)} for a model with an encoder input, "
+                               f"not {json.dumps(spec)}. {FIX}")
+    return load_encoder(name, expected=entry["sha256"], where=str(path))
 
 
 def _labels(path: Path, blobs: dict, cfg: TextCNNConfig, multi: bool) -> tuple[list, list[float] | None]:

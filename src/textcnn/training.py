@@ -364,7 +364,9 @@ def _run_epoch(loop: Loop, train_ids, targets, lengths, loss_fn) -> None:
         ids = (train_ids.padded(batch, s.min_len) if hasattr(train_ids, "padded") else
                pad_batch([train_ids[i] for i in batch], s.min_len)).to(s.device)  # (B, T)
         y = targets[torch.from_numpy(batch)].to(s.device)
-        loss = _step(loop, forward, ids, y, loss_fn, dtype)
+        # An encoder input: its states, computed once before training (textcnn.encoder.StateStore).
+        vectors = train_ids.vectors(batch, ids.shape[1], s.device) if hasattr(train_ids, "vectors") else None
+        loss = _step(loop, forward, ids, y, loss_fn, dtype, vectors)
         loop.loss_sum += loss * len(batch)
         loop.seen += len(batch)
         loop.position += 1
@@ -377,11 +379,12 @@ def _run_epoch(loop: Loop, train_ids, targets, lengths, loss_fn) -> None:
     bar.close()
 
 
-def _step(loop: Loop, forward, ids: torch.Tensor, y: torch.Tensor, loss_fn, dtype) -> float:
+def _step(loop: Loop, forward, ids: torch.Tensor, y: torch.Tensor, loss_fn, dtype,
+          vectors: torch.Tensor | None = None) -> float:
     for opt in loop.optimizers:
         opt.zero_grad(set_to_none=True)
     with torch.autocast(ids.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
-        logits = forward(ids)  # (B, C)
+        logits = forward(ids) if vectors is None else forward(ids, vectors)  # (B, C)
     loss = loss_fn(logits.float(), y)
     if loop.scaler is not None:  # float16 on CUDA: scale the loss so small gradients survive
         loop.scaler.scale(loss).backward()

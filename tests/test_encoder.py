@@ -1,0 +1,154 @@
+"""The encoder input (--encoder): a tiny random BERT saved as a real local Hugging Face directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from textcnn import TextCNNClassifier, load
+from textcnn.errors import ConfigError, ModelFormatError
+
+from .conftest import FILLER, NEGATIVE, POSITIVE, make_corpus
+
+transformers = pytest.importorskip("transformers", reason="the encoder input needs pip install 'textcnn[encoder]'")
+tokenizers = pytest.importorskip("tokenizers")
+
+HEAD = dict(feature_size=16, window_sizes=(2, 3), epochs=4, batch_size=16, learning_rate=0.01, verbose=0)
+EXTRA_WORDS = ["é", "ü", "café", "naïve", "日", "本", "😀"]
+
+
+def make_encoder_dir(path, seed: int = 0):
+    """A 1-layer, 32-d BERT with a WordPiece tokenizer over the test corpora's words (random weights)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = sorted(set("".join(POSITIVE + NEGATIVE + FILLER)) | set("".join(EXTRA_WORDS)))
+    words = [*POSITIVE, *NEGATIVE, *FILLER, "caf"]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys([*specials, *words, *letters, *("##" + c for c in letters), "##é"]))}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(path)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    model = BertModel(config)
+    with torch.no_grad():  # word identity dominates the states (BERT's init std 0.02 drowns it in position)
+        model.embeddings.word_embeddings.weight.normal_(0, 1)
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    return make_encoder_dir(tmp_path_factory.mktemp("encoder") / "tiny-bert")
+
+
+@pytest.fixture(scope="module")
+def encoder_clf(encoder_dir):
+    texts, labels = make_corpus(120, seed=0)
+    return TextCNNClassifier(encoder=str(encoder_dir), **HEAD).fit(texts, labels, validation_data=make_corpus(30, 1))
+
+
+def test_trains_predicts_and_round_trips(encoder_clf, tmp_path):
+    clf = encoder_clf
+    assert clf.config_.tokenizer == "encoder" and clf.config_.embedding_size == 32
+    assert clf.model_.embedding is None  # no table: the encoder's states are the input
+    texts, labels = make_corpus(40, seed=2)
+    assert clf.score(texts, labels) >= 0.8
+    proba = clf.predict_proba(texts)
+    # a batch gives what each text gives alone (padding never leaks into a text's states)
+    alone = np.vstack([clf.predict_proba([t]) for t in texts[:6]])
+    np.testing.assert_allclose(proba[:6], alone, atol=1e-5)
+    clf.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["format_version"] == 3 and meta["encoder"]["name"] == clf.config_.encoder
+    assert set(meta["encoder"]["sha256"]) >= {"config.json", "model.safetensors", "tokenizer.json"}
+    assert not (tmp_path / "m" / "model.safetensors").stat().st_size > 200_000  # the head only, no encoder copy
+    again = load(tmp_path / "m")
+    np.testing.assert_allclose(again.predict_proba(texts), proba, atol=1e-6)
+
+
+def test_states_are_computed_once_for_training(encoder_dir, tmp_path, monkeypatch):
+    from textcnn.encoder import ENCODE_BATCH, load_encoder
+
+    enc = load_encoder(str(encoder_dir))
+    texts, labels = make_corpus(100, seed=3)
+    dev = make_corpus(20, seed=4)
+    before = enc.calls
+    TextCNNClassifier(encoder=str(encoder_dir), **{**HEAD, "epochs": 4, "patience": 10}).fit(
+        texts, labels, validation_data=dev)
+    # one pass over train and one over dev, whatever the number of epochs
+    assert enc.calls - before == -(-100 // ENCODE_BATCH) + -(-20 // ENCODE_BATCH)
+    # past the memory limit the states go to a memmap on disk, and a second run reuses them
+    monkeypatch.setenv("TEXTCNN_ENCODER_MEMORY_MB", "0")
+    monkeypatch.setenv("TEXTCNN_CACHE_DIR", str(tmp_path / "cache"))
+    first = TextCNNClassifier(encoder=str(encoder_dir), **HEAD).fit(texts, labels, validation_data=dev)
+    assert list((tmp_path / "cache" / "encoder-states").glob("*.f16"))
+    before = enc.calls
+    second = TextCNNClassifier(encoder=str(encoder_dir), **HEAD).fit(texts, labels, validation_data=dev)
+    assert enc.calls == before
+    np.testing.assert_allclose(first.predict_proba(dev[0]), second.predict_proba(dev[0]), atol=1e-6)
+
+
+def test_a_changed_or_missing_encoder_is_refused(encoder_clf, encoder_dir, tmp_path):
+    other = shutil.copytree(encoder_dir, tmp_path / "enc")
+    clf = TextCNNClassifier(encoder=str(other), **{**HEAD, "epochs": 1}).fit(*make_corpus(40, seed=5))
+    clf.save(tmp_path / "m")
+    make_encoder_dir(other, seed=1)  # same shapes, other weights
+    with pytest.raises(ModelFormatError, match=r"differs from the one the model was trained on \(model.safetensors"):
+        load(tmp_path / "m")
+    shutil.rmtree(other)
+    with pytest.raises(ModelFormatError, match=r"not found here .*Put the encoder's directory back"):
+        load(tmp_path / "m")
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match=r"'encoder' parameter \(--encoder\) must be a registered name"):
+        TextCNNClassifier(encoder="/no/such/encoder", **HEAD).fit(*make_corpus(20))
+    with pytest.raises(ConfigError, match="no word vectors to set"):
+        TextCNNClassifier(encoder="minilm-l6", embedding_mode="static", embeddings="x.npy").fit(*make_corpus(20))
+    with pytest.raises(ConfigError, match="Leave tokenizer at 'auto'"):
+        TextCNNClassifier(encoder="minilm-l6", tokenizer="char").fit(*make_corpus(20))
+
+
+def test_missing_extra_names_it(encoder_dir):
+    code = ("import sys; sys.modules['transformers'] = None\n"
+            "from textcnn import TextCNNClassifier\n"
+            "from textcnn.errors import MissingDependencyError\n"
+            "try:\n"
+            f"    TextCNNClassifier(encoder={str(encoder_dir)!r}, verbose=0).fit(['a b'] * 4, ['x', 'y'] * 2)\n"
+            "except MissingDependencyError as e:\n"
+            "    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "needs the package 'transformers'" in out and "pip install 'textcnn[encoder]'" in out
+
+
+def test_explanations_are_exact_and_map_pieces_to_characters(encoder_clf):
+    texts = ["Café naïve: GOOD film 😀", "the plot was dull", "日本 boring", ""]
+    for exp in encoder_clf.explain(texts):
+        text = exp["text"]
+        for tok in exp["tokens"]:
+            piece = tok["token"].removeprefix("##")
+            assert tok["token"] == "[UNK]" or text[tok["start"]:tok["end"]].lower() == piece
+        for c in exp["classes"]:
+            assert abs(sum(c["token_scores"]) + c["unattributed"] + c["bias"] - c["logit"]) < 1e-4
+            assert abs(sum(g["contribution"] for g in c["ngrams"]) + c["unattributed"] + c["bias"] - c["logit"]) < 1e-4
+            for g in c["ngrams"]:
+                assert g["text"] == text[g["char_start"]:g["char_end"]]
+    first = encoder_clf.explain(texts[:1])[0]
+    spans = [(t["token"], text) for t in first["tokens"] for text in [texts[0][t["start"]:t["end"]]]]
+    assert ("caf", "Caf") in spans and ("##é", "é") in spans  # word pieces of a non-ASCII word
+    np.testing.assert_allclose([c["logit"] for c in first["classes"]],
+                               encoder_clf.decision_function(texts[:1])[0], atol=1e-4)
