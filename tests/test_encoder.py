@@ -14,6 +14,8 @@ import torch
 from textcnn import TextCNNClassifier, load
 from textcnn.errors import ConfigError, ModelFormatError
 
+from .test_browser import browser  # noqa: F401 (the fixture)
+
 from .conftest import FILLER, NEGATIVE, POSITIVE, make_corpus
 
 transformers = pytest.importorskip("transformers", reason="the encoder input needs pip install 'textcnn[encoder]'")
@@ -211,3 +213,26 @@ def test_the_registered_minilm(tmp_path):
     clf.save(tmp_path / "m")
     assert json.loads((tmp_path / "m" / "config.json").read_text())["encoder"]["name"] == "minilm-l6"
     np.testing.assert_allclose(load(tmp_path / "m").predict_proba(texts[:5]), clf.predict_proba(texts[:5]), atol=1e-5)
+
+
+def test_the_page_shows_an_encoder_explanation(encoder_clf, browser, tmp_path):
+    from .serving import Server, http
+    from .test_browser import _check_bars, _check_highlights, _check_walk
+
+    encoder_clf.save(tmp_path / "model")
+    sentence = "Naïve café: a GREAT film"
+    with Server(tmp_path / "model", log=tmp_path / "server.log") as srv:
+        page = browser.new_page(viewport={"width": 1200, "height": 1100})
+        page.goto(srv.url + "/", timeout=30_000)
+        page.wait_for_selector("body[data-state=idle]", timeout=30_000)
+        page.locator("#text").fill(sentence)
+        page.click("#go")
+        page.wait_for_selector("body[data-state=ready]", timeout=30_000)
+        status, body = http("POST", srv.url + "/v1/explain", {"texts": [sentence]})
+        assert status == 200
+        exp = body["explanations"][0]
+        assert any(t["token"].startswith("##") for t in exp["tokens"])  # word pieces, highlighted by their spans
+        _check_bars(page, exp)
+        _check_highlights(page, exp, exp["prediction"]["label"])
+        _check_walk(page, exp)
+        page.close()
