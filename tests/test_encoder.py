@@ -236,3 +236,18 @@ def test_the_page_shows_an_encoder_explanation(encoder_clf, browser, tmp_path):
         _check_highlights(page, exp, exp["prediction"]["label"])
         _check_walk(page, exp)
         page.close()
+
+
+def test_cli_cache_dir_holds_the_encoder_states(encoder_dir, tmp_path, capsys, monkeypatch):
+    from textcnn.cli import main
+
+    from .conftest import write_csv
+
+    monkeypatch.setenv("TEXTCNN_ENCODER_MEMORY_MB", "0")
+    train = write_csv(tmp_path / "train.csv", *make_corpus(60, seed=0))
+    argv = ["train", str(train), "--out", str(tmp_path / "m"), "--encoder", str(encoder_dir), "--cache-dir",
+            str(tmp_path / "cache"), "--epochs", "1", "--window-sizes", "2,3", "-q"]
+    assert main(argv) == 0
+    assert len(list((tmp_path / "cache" / "encoder-states").glob("*.f16"))) == 2  # train and the held-out dev
+    with pytest.raises(ConfigError, match="trains from texts held in memory"):
+        TextCNNClassifier(encoder=str(encoder_dir)).fit_files(train)

@@ -165,7 +165,7 @@ class TextCNNClassifier(LabelledPredictions):
     # ----- fitting -----
 
     def fit(self, X: Iterable[str], y: Iterable, *, validation_data: tuple | None = None,
-            callbacks: Sequence[Callback] = ()) -> "TextCNNClassifier":
+            callbacks: Sequence[Callback] = (), cache_dir=None) -> "TextCNNClassifier":
         """Builds tokenizer, vocabulary and model from the training texts and trains with early stopping.
 
         Args:
@@ -176,6 +176,8 @@ class TextCNNClassifier(LabelledPredictions):
                 ``dev_fraction`` of X is held out.
             callbacks: :class:`textcnn.training.Callback` objects run by the training loop, e.g. a
                 :class:`textcnn.checkpoint.Checkpointer` (periodic checkpoints, exact resume).
+            cache_dir: with an encoder, where states too large for memory are kept (default
+                :func:`textcnn.cache.default_cache_dir`); a later run on the same texts reuses them.
 
         Returns:
             self
@@ -209,7 +211,7 @@ class TextCNNClassifier(LabelledPredictions):
         self.training_data_ = python_data(labels, dev_labels, dev_from)  # for the model card (textcnn.card)
         with seeded(cfg.seed):
             self._setup(cfg, texts, labels, multi)
-            self._train(texts, labels, dev_texts, dev_labels, monitor, callbacks)
+            self._train(texts, labels, dev_texts, dev_labels, monitor, callbacks, cache_dir)
         return self
 
     def fit_files(self, train, dev=None, *, cache_dir=None, fmt: str | None = None, text_col: str = "text",
@@ -230,6 +232,10 @@ class TextCNNClassifier(LabelledPredictions):
         from .cache import ReadOptions, TokenCache, default_cache_dir
 
         cfg = TextCNNConfig.from_dict({k: v for k, v in self.get_params().items() if k != "verbose"})
+        if cfg.encoder is not None:
+            raise ConfigError("An encoder input (encoder=, --encoder) trains from texts held in memory, with their "
+                              "states cached once (float16, on disk when large): use fit(texts, labels, cache_dir=...), "
+                              "or on the CLI a CSV, TSV, JSONL or fastText file (not Parquet).")
         world = distributed.current()
         cache = TokenCache(cache_dir or default_cache_dir(), ReadOptions(fmt, text_col, label_col, skip_invalid),
                            self._log, progress=self.verbose >= 1)
@@ -355,21 +361,21 @@ class TextCNNClassifier(LabelledPredictions):
         return vocab
 
     def _train(self, texts: list[str], labels: list, dev_texts: list[str], dev_labels: list, monitor: str,
-               callbacks: Sequence[Callback] = ()) -> None:
+               callbacks: Sequence[Callback] = (), cache_dir=None) -> None:
         targets = torch.from_numpy(label_targets(labels, self.classes_, self.multi_label_, "training"))
         dev_targets = torch.from_numpy(
             label_targets(dev_labels, self.classes_, self.multi_label_, "dev", among="the training labels"))
-        self._train_ids(self.encode(texts), targets, self.encode(dev_texts), dev_targets, monitor, callbacks)
+        self._train_ids(self.encode(texts), targets, self.encode(dev_texts), dev_targets, monitor, callbacks, cache_dir)
 
     def _train_ids(self, train_ids: Sequence, targets: torch.Tensor, dev_ids: Sequence, dev_targets: torch.Tensor,
-                   monitor: str, callbacks: Sequence[Callback] = ()) -> None:
+                   monitor: str, callbacks: Sequence[Callback] = (), cache_dir=None) -> None:
         """Trains on encoded texts: lists of ids, or a :class:`textcnn.cache.TokenSeqs` on disk."""
         cfg = self.config_
         world = distributed.current()
         device = distributed.local_device(resolve_device(cfg.device), world)
         distributed.check_same(self._fingerprint(), "config, vocabulary or classes", world)
         if hasattr(train_ids, "cached"):  # encoder states: computed once here, read by every epoch
-            train_ids, dev_ids = (x.cached(log=self._log, device=device) for x in (train_ids, dev_ids))
+            train_ids, dev_ids = (x.cached(cache_dir, self._log, device) for x in (train_ids, dev_ids))
         self.model_.to(device)
         loss_fn = self._loss_fn(targets, device)
 

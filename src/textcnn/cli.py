@@ -176,6 +176,8 @@ def _out_of_core(args) -> bool:
     """The token cache for --cache-dir, Parquet, and files of 256 MB or more (not for standard input)."""
     if args.train_file == "-" or args.in_memory:
         return False
+    if args.encoder and Path(args.train_file).suffix.lower() not in (".parquet", ".pq"):
+        return False  # texts in memory; their encoder states are cached (under --cache-dir when large)
     path = Path(args.train_file)
     big = path.is_file() and path.stat().st_size >= OUT_OF_CORE_BYTES
     return bool(args.cache_dir) or big or path.suffix.lower() in (".parquet", ".pq")
@@ -191,7 +193,8 @@ def _fit_in_memory(args, params: dict, clf, world) -> None:
         _check_labels(dev, multi, params["label_sep"])
         validation = (dev.texts, dev.labels)
     with _warnings_as_lines():
-        clf.fit(train.texts, train.labels, validation_data=validation, callbacks=_checkpointer(args, world))
+        clf.fit(train.texts, train.labels, validation_data=validation, callbacks=_checkpointer(args, world),
+                cache_dir=args.cache_dir)
 
 
 def _checkpointer(args, world) -> list:
@@ -446,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the checkpoint of an interrupted run with the same data and flags")
     p.add_argument("--cache-dir", metavar="DIR",
                    help="read the files row by row into an on-disk token cache in DIR (reused by later runs); "
-                        "used anyway, in $TEXTCNN_CACHE_DIR or ~/.cache/textcnn, for Parquet and files of 256 MB or more")
+                        "used anyway, in $TEXTCNN_CACHE_DIR or ~/.cache/textcnn, for Parquet and files of 256 MB or more; "
+                        "with --encoder, where the texts' encoder states are kept when too large for memory")
     p.add_argument("--in-memory", action="store_true", help="read the training file into memory whatever its size")
     add_input_flags(p)
     add_config_flags(p)
