@@ -22,7 +22,7 @@ def test_defaults_are_valid_and_round_trip():
         ("window_sizes", (), r"'window_sizes' parameter must be None or a non-empty list of ints"),
         ("embedding_mode", "dynamic", r"'embedding_mode' parameter must be one of 'rand', 'static'"),
         ("num_class", 1, r"'num_class' parameter must be None or an int >= 2. Got 1"),
-        ("learning_rate", -1.0, r"'learning_rate' parameter must be a float > 0"),
+        ("learning_rate", -1.0, r"'learning_rate' parameter must be None or a float > 0"),
         ("patience", -1, r"'patience' parameter must be an int >= 0"),
         ("device", "tpu", r"'device' parameter must be one of 'auto', 'cpu', 'cuda'"),
         ("max_norm", 0, r"'max_norm' parameter must be None or a float > 0"),

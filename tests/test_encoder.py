@@ -251,3 +251,11 @@ def test_cli_cache_dir_holds_the_encoder_states(encoder_dir, tmp_path, capsys, m
     assert len(list((tmp_path / "cache" / "encoder-states").glob("*.f16"))) == 2  # train and the held-out dev
     with pytest.raises(ConfigError, match="trains from texts held in memory"):
         TextCNNClassifier(encoder=str(encoder_dir)).fit_files(train)
+
+
+def test_learning_rate_none_resolves_per_input(encoder_dir):
+    texts, labels = make_corpus(40, seed=6)
+    tiny = dict(feature_size=8, window_sizes=(2, 3), epochs=1, verbose=0)
+    assert TextCNNClassifier(encoder=str(encoder_dir), **tiny).fit(texts, labels).config_.learning_rate == 1e-3
+    assert TextCNNClassifier(embedding_size=8, **tiny).fit(texts, labels).config_.learning_rate == 3e-3
+    assert TextCNNClassifier(learning_rate=0.02, **tiny).fit(texts, labels).config_.learning_rate == 0.02

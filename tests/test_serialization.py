@@ -237,7 +237,7 @@ def test_history_must_be_a_list(copy):
 
 def test_newer_format_is_refused(copy):
     edit_json(copy, "config.json", lambda m: {**m, "format_version": 99})
-    with pytest.raises(ModelFormatError, match="model format 99 .* reads formats up to 2. Upgrade with: pip install -U textcnn"):
+    with pytest.raises(ModelFormatError, match="model format 99 .* reads formats up to 3. Upgrade with: pip install -U textcnn"):
         textcnn.load(copy)
     (copy / "manifest.json").write_text('{"checksums": "a newer layout"}')
     with pytest.raises(ModelFormatError, match="model format 99 .* Upgrade with"):

@@ -25,6 +25,8 @@ DEFAULT_EMBEDDING_SIZE = 128  # embedding_size=None without pretrained vectors
 DEFAULT_VECTOR_VOCAB = 100_000  # vector_vocab=None with pretrained vectors
 WORD_WINDOW_SIZES = (3, 4, 5)  # window_sizes=None with word tokens (Kim 2014)
 CHAR_WINDOW_SIZES = (1, 2, 3)  # window_sizes=None with character tokens (THUCNews dev, benchmarks/README.md)
+WORD_LEARNING_RATE = 3e-3  # learning_rate=None with an embedding table
+ENCODER_LEARNING_RATE = 1e-3  # learning_rate=None with an encoder input (MR, SST-2 dev, benchmarks/README.md)
 
 
 def _doc(text: str, **kwargs: Any) -> Any:
@@ -81,7 +83,8 @@ class TextCNNConfig:
     # --- training ---
     epochs: int = _doc("Maximum passes over the training data.", default=10)
     batch_size: int = _doc("Texts per training step.", default=50)
-    learning_rate: float = _doc("Adam learning rate.", default=3e-3)
+    learning_rate: float | None = _doc("Adam learning rate. None: 3e-3, or 1e-3 with --encoder (dev choices, "
+                                       "benchmarks/README.md).", default=None)
     embedding_lr_scale: float = _doc(
         "Learning rate of the embedding table relative to learning_rate (SparseAdam there, Adam elsewhere).",
         default=1.0,
@@ -130,6 +133,11 @@ class TextCNNConfig:
 def default_window_sizes(tokenizer: str) -> tuple[int, ...]:
     """The window sizes that ``window_sizes=None`` stands for with this (resolved) tokenizer."""
     return CHAR_WINDOW_SIZES if tokenizer == "char" else WORD_WINDOW_SIZES
+
+
+def default_learning_rate(encoder: str | None) -> float:
+    """The learning rate that ``learning_rate=None`` stands for with this input."""
+    return WORD_LEARNING_RATE if encoder is None else ENCODER_LEARNING_RATE
 
 
 def resolve_monitor(monitor: str, multi_label: bool) -> str:
@@ -193,8 +201,8 @@ def _validate(c: TextCNNConfig) -> None:
         raise _bad("dropout_rate", "a float in [0, 1)", c.dropout_rate)
     if not _is_number(c.dev_fraction) or not 0 < c.dev_fraction < 1:
         raise _bad("dev_fraction", "a float in (0, 1)", c.dev_fraction)
-    if not _is_number(c.learning_rate) or c.learning_rate <= 0:
-        raise _bad("learning_rate", "a float > 0", c.learning_rate)
+    if c.learning_rate is not None and (not _is_number(c.learning_rate) or c.learning_rate <= 0):
+        raise _bad("learning_rate", "None or a float > 0", c.learning_rate)
     if not _is_number(c.embedding_lr_scale) or c.embedding_lr_scale <= 0:
         raise _bad("embedding_lr_scale", "a float > 0", c.embedding_lr_scale)
     if c.vector_vocab is not None and (not _is_int(c.vector_vocab) or c.vector_vocab < 0):
