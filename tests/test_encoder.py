@@ -73,6 +73,9 @@ def test_trains_predicts_and_round_trips(encoder_clf, tmp_path):
     # a batch gives what each text gives alone (padding never leaks into a text's states)
     alone = np.vstack([clf.predict_proba([t]) for t in texts[:6]])
     np.testing.assert_allclose(proba[:6], alone, atol=1e-5)
+    # max_text_len counts word pieces, capped at the encoder's 64 positions less [CLS] and [SEP]
+    assert clf.config_.max_text_len == 62 and clf.predict(["good film " * 100]).shape == (1,)
+    assert clf.explain(["good film " * 100])[0]["truncated"]
     clf.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     assert meta["format_version"] == 3 and meta["encoder"]["name"] == clf.config_.encoder

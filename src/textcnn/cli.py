@@ -155,7 +155,7 @@ def _train(args, params: dict, world) -> int:
     if world.size > 1 and world.main:
         clf._log(f"distributed training: {world.size} processes ({world.backend}), each on 1/{world.size} of the "
                  f"batches; {world.size} x {params['batch_size']} texts per step")
-    if _out_of_core(args):
+    if _out_of_core(args, params):
         with _warnings_as_lines():
             clf.fit_files(args.train_file, args.dev, cache_dir=args.cache_dir, fmt=args.input_format,
                           text_col=args.text_col, label_col=args.label_col, skip_invalid=args.skip_invalid,
@@ -172,11 +172,11 @@ def _train(args, params: dict, world) -> int:
 OUT_OF_CORE_BYTES = 256 * 2**20  # training files from this size on go through the token cache
 
 
-def _out_of_core(args) -> bool:
+def _out_of_core(args, params: dict) -> bool:
     """The token cache for --cache-dir, Parquet, and files of 256 MB or more (not for standard input)."""
     if args.train_file == "-" or args.in_memory:
         return False
-    if args.encoder and Path(args.train_file).suffix.lower() not in (".parquet", ".pq"):
+    if params.get("encoder") and Path(args.train_file).suffix.lower() not in (".parquet", ".pq"):
         return False  # texts in memory; their encoder states are cached (under --cache-dir when large)
     path = Path(args.train_file)
     big = path.is_file() and path.stat().st_size >= OUT_OF_CORE_BYTES
