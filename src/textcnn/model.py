@@ -17,6 +17,10 @@ forward in :mod:`textcnn.fastpath`, the explanations) derives the function from 
 vectors), :meth:`TextCNN.before_max` and :meth:`TextCNN.after_max` (bias, batch norm and ReLU
 around the max). ``tests/test_engines.py`` checks every engine against this forward.
 
+With an encoder input (:mod:`textcnn.encoder`) there is no embedding table: ``forward(ids, vectors)``
+takes the encoder's states (B, T, C_in) as the convolutions' input; the ids (word pieces) still say
+where each text ends (padding is PAD_ID), so masking and every helper above work unchanged.
+
 Pure torch: no I/O, tokenizers or losses here.
 """
 
