@@ -148,10 +148,7 @@ def test_explanations_are_exact_and_map_pieces_to_characters(encoder_clf):
     texts = ["Café naïve: GOOD film 😀", "the plot was dull", "日本 boring", ""]
     for exp in encoder_clf.explain(texts):
         text = exp["text"]
-        cls, *pieces, sep = exp["tokens"]  # the head also reads [CLS] and [SEP]: empty spans at the ends
-        assert (cls["token"], cls["start"], cls["end"]) == ("[CLS]", 0, 0)
-        assert (sep["token"], sep["start"], sep["end"]) == ("[SEP]", len(text), len(text))
-        for tok in pieces:
+        for tok in exp["tokens"]:
             piece = tok["token"].removeprefix("##")
             assert tok["token"] == "[UNK]" or text[tok["start"]:tok["end"]].lower() == piece
         for c in exp["classes"]:
@@ -184,14 +181,13 @@ def test_cli_train_predict_explain_summary(encoder_dir, tmp_path, capsys):
                                load(out).predict_proba(["a great film", "dull and boring"]).max(axis=1), rtol=1e-5)
     assert main(["explain", str(out), "Café naïve: great", "--format", "json"]) == 0
     exp = json.loads(capsys.readouterr().out)
-    assert [t["token"] for t in exp["tokens"]] == ["[CLS]", "caf", "##é", "n", "##a", "##ï", "##v", "##e", "[UNK]",
-                                                   "great", "[SEP]"]
+    assert [t["token"] for t in exp["tokens"]] == ["caf", "##é", "n", "##a", "##ï", "##v", "##e", "[UNK]", "great"]
     assert main(["explain", str(out), "Café naïve: great"]) == 0  # the terminal view renders word pieces
     assert "great" in capsys.readouterr().out
     assert main(["summary", str(out), "--text-len", "10"]) == 0
     text = capsys.readouterr().out
     assert "Encoder " in text and "1 layers, hidden size 32" in text
-    for shape in ("32 x 10 x 32", "32 x 32 x 10", "32 x 16 x 9"):  # [CLS] pieces [SEP] states, head
+    for shape in ("32 x 12 x 32", "32 x 10 x 32", "32 x 32 x 10", "32 x 16 x 9"):  # pieces+2, states, head
         assert shape in text
     assert main(["summary", "--encoder", str(encoder_dir), "--max-text-len", "10", "--window-sizes", "2,3"]) == 0
     assert "32 x 10 x 32" in capsys.readouterr().out

@@ -8,10 +8,10 @@ downloaded, and cached per process.
 
 Text to head input: the encoder's fast tokenizer cuts a text into word pieces with character
 offsets (``max_text_len`` counts word pieces, capped at what the encoder's positions allow); the
-encoder reads ``[CLS] pieces [SEP]`` and the head reads all of their states ([CLS] and [SEP]
-included: +1.3 on SST-2 dev, benchmarks/README.md; in explanations they have empty character spans
-at the start and the end of the text). The head's ids are the encoder's ids (shifted by one when
-the encoder's pad id is not 0, so the head's padding is PAD_ID): the n-gram channel hashes them.
+encoder reads ``[CLS] pieces [SEP]``; the head sees the states of the pieces only ([CLS] and [SEP]
+states are left out: they have no span in the text, and MR dev did not prefer them, see
+benchmarks/README.md). The head's ids are the pieces' encoder ids (shifted by one when the
+encoder's pad id is not 0, so the head's padding is PAD_ID): the n-gram channel hashes them.
 
 States are computed in length-sorted batches under ``torch.inference_mode``, in bfloat16 where the
 CPU computes it natively (AVX512-BF16, AMX) or on CUDA, else in float32. Training computes each
@@ -185,19 +185,10 @@ class Encoder:
     # ----- text -> head input -----
 
     def encode(self, texts: Sequence[str], limit: int) -> "EncodedTexts":
-        """Texts -> ``[CLS] pieces [SEP]`` (at most ``min(limit, max_pieces)`` pieces each) and their head ids."""
+        """Texts -> word pieces (at most ``min(limit, max_pieces)`` each) and their head ids."""
         limit = min(limit, self.max_pieces)
-        pieces = [[*self.prefix, *e.ids[:limit], *self.suffix]
-                  for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+        pieces = [e.ids[:limit] for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
         return EncodedTexts(self, pieces)
-
-    def head_spans(self, text: str, limit: int) -> tuple[list[tuple[str, int, int]], int]:
-        """The head's tokens of ``text`` with character spans (what :meth:`encode` gives it: [CLS] and
-        [SEP] with empty spans at the ends), and how many word pieces the whole text has."""
-        spans = self.tokenize_with_spans(text)
-        start = [(self._backend.id_to_token(i), 0, 0) for i in self.prefix]
-        end = [(self._backend.id_to_token(i), len(text), len(text)) for i in self.suffix]
-        return [*start, *spans[:min(limit, self.max_pieces)], *end], len(spans)
 
     @property
     def head_unk_id(self) -> int | None:
@@ -228,7 +219,7 @@ class Encoder:
             return self._model
 
     def states(self, pieces: Sequence[Sequence[int]], width: int, device=None):
-        """Last-layer states (B, width, H) of ``[CLS] pieces [SEP]`` id lists, float32, zero past each text."""
+        """Last-layer states of the pieces (B, width, H), float32, zero past each text; no [CLS]/[SEP]."""
         import torch
 
         model = self.model()
@@ -239,16 +230,16 @@ class Encoder:
         if device.type == "cuda" and next(model.parameters()).dtype != dtype:
             model.to(dtype)
         lengths = torch.tensor([len(p) for p in pieces])  # (B,)
-        n = max(map(len, pieces), default=0)
+        n = len(self.prefix) + max(map(len, pieces), default=0) + len(self.suffix)
         ids = torch.full((len(pieces), n), self.pad_id, dtype=torch.long)  # (B, n)
         for row, p in enumerate(pieces):
-            ids[row, : len(p)] = torch.tensor(p)
-        mask = (torch.arange(n) < lengths.unsqueeze(1)).long()  # (B, n)
+            ids[row, : len(p) + len(self.prefix) + len(self.suffix)] = torch.tensor([*self.prefix, *p, *self.suffix])
+        mask = (torch.arange(n) < (lengths + len(self.prefix) + len(self.suffix)).unsqueeze(1)).long()  # (B, n)
         self.calls += 1
         with torch.inference_mode():
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state  # (B, n, H)
-            t = min(width, n)
-            text = out[:, :t].float()  # (B, t, H)
+            t = min(width, out.shape[1] - len(self.prefix))
+            text = out[:, len(self.prefix): len(self.prefix) + t].float()  # (B, t, H)
             keep = (torch.arange(t, device=device) < lengths.to(device).unsqueeze(1)).unsqueeze(2)  # (B, t, 1)
             text = text * keep
             if t < width:

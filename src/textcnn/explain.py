@@ -65,17 +65,13 @@ def explain(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> li
     clf._check_fitted()
     texts = check_texts(texts, "texts")
     class_idx = _class_indices(clf, classes)
+    spans = [clf.tokenizer_.tokenize_with_spans(t) for t in texts]
     limit = clf.config_.max_text_len
-    if clf.config_.encoder is not None:  # word pieces and [CLS]/[SEP]: the head reads their encoder states
+    if clf.config_.encoder is not None:  # word pieces: the head reads their encoder states
         inputs, unknown = clf.encode(texts), clf.tokenizer_.head_unk_id
         ids = list(inputs)
-        heads = [clf.tokenizer_.head_spans(t, limit) for t in texts]
-        spans, counts = [h[0] for h in heads], [h[1] for h in heads]
     else:
-        spans = [clf.tokenizer_.tokenize_with_spans(t) for t in texts]
-        counts = [len(s) for s in spans]
-        spans = [s[:limit] for s in spans]
-        inputs = ids = [clf.vocab_.encode([tok for tok, _, _ in s]) for s in spans]
+        inputs = ids = [clf.vocab_.encode([tok for tok, _, _ in s[:limit]]) for s in spans]
         unknown = UNK_ID
     pooled, positions = _pool_all(clf.model_, inputs, min_length(clf.model_.window_sizes))
     weight = clf.model_.fc.weight.detach().cpu().double().numpy()  # (C, F*n)
@@ -85,14 +81,14 @@ def explain(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> li
     records = clf._records(texts, clf._proba_from_logits(logits), len(clf.classes_))
     out = []
     for i, text in enumerate(texts):
-        used = spans[i]
+        used = spans[i][:limit]
         contrib = weight * pooled[i]  # (C, F*n)
         exp = {
             "text": text,
             "tokens": [{"token": tok, "start": s, "end": e, "known": tid != unknown}
                        for (tok, s, e), tid in zip(used, ids[i])],
-            "n_tokens": counts[i],
-            "truncated": counts[i] > limit,
+            "n_tokens": len(spans[i]),
+            "truncated": len(spans[i]) > limit,
             "prediction": {k: v for k, v in records[i].items() if k != "text"},
             "walk": _walk(clf, text, used, pooled[i], positions[i], contrib, bias),
             "classes": [_class_explanation(clf, text, used, positions[i], contrib[c], bias[c], c, records[i])

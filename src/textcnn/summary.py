@@ -67,11 +67,11 @@ def render_summary(model: TextCNN, batch_size: int, text_len: int, encoder=None)
 
 def encoder_lines(encoder, batch_size: int, text_len: int) -> list[str]:
     """The encoder's part of the walk: word pieces, its last layer's states, the head's input."""
-    n = text_len  # [CLS] word pieces [SEP], as the head reads them too
+    n = len(encoder.prefix) + text_len + len(encoder.suffix)
     arch = ", ".join(encoder.config.architectures or [encoder.config.model_type])
-    steps = [("[CLS] word pieces [SEP]", (batch_size, n)),
+    steps = [("word pieces + special tokens", (batch_size, n)),
              (f"encoder last layer ({encoder.num_layers} layers)", (batch_size, n, encoder.hidden_size)),
-             ("the head's input (frozen states)", (batch_size, n, encoder.hidden_size))]
+             ("without [CLS]/[SEP]: the head's input", (batch_size, text_len, encoder.hidden_size))]
     lines = [f"Encoder {encoder.source} ({arch}, {encoder.num_layers} layers, hidden size {encoder.hidden_size}, "
              f"frozen; at most {encoder.max_pieces} word pieces)", ""]
     return lines + [f"  {name:<40}{' x '.join(map(str, shape))}" for name, shape in steps]
