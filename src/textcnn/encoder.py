@@ -9,8 +9,8 @@ downloaded, and cached per process.
 Text to head input: the encoder's fast tokenizer cuts a text into word pieces with character
 offsets (``max_text_len`` counts word pieces, capped at what the encoder's positions allow); the
 encoder reads ``[CLS] pieces [SEP]``; the head sees the states of the pieces only ([CLS] and [SEP]
-states are left out: they have no span in the text, and MR dev did not prefer them, see
-benchmarks/README.md). The head's ids are the pieces' encoder ids (shifted by one when the
+states are left out: on dev they won on SST-2 but lost on MR and TREC, see benchmarks/README.md;
+and they have no span in the text). The head's ids are the pieces' encoder ids (shifted by one when the
 encoder's pad id is not 0, so the head's padding is PAD_ID): the n-gram channel hashes them.
 
 States are computed in length-sorted batches under ``torch.inference_mode``, in bfloat16 where the
