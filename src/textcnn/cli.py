@@ -23,6 +23,7 @@ from .errors import ConfigError, TextCNNError
 from .labels import detect_multi_label, normalise_labels
 
 EXIT_USAGE = 2
+DISTILL_COPIES = 10  # textcnn.distill.DEFAULT_COPIES, without importing torch for --help
 EXIT_BUG = 1
 
 
@@ -223,6 +224,30 @@ def cmd_tune(args) -> int:
     write_trials(result.trials, trials_path)
     print(f"saved the best model (dev {result.monitor} {result.best_score:.4f}) to {args.out}; "
           f"{len(result.trials)} trial(s) in {trials_path}")
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from .distill import distill
+
+    teacher = load(args.teacher_dir)
+    params = config_from_args(args)
+    train = _read(args, args.train_file)
+    _check_labels(train, False, params["label_sep"])
+    dev_texts = dev_labels = None
+    if args.dev:
+        dev = _read(args, args.dev)
+        _check_labels(dev, False, params["label_sep"])
+        dev_texts, dev_labels = dev.texts, dev.labels
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    with _warnings_as_lines():
+        student = distill(teacher, train.texts, train.labels, dev_texts, dev_labels, copies=args.copies,
+                          alpha=args.alpha, temperature=args.temperature,
+                          params={**params, "verbose": 0 if args.quiet else 1}, log=log)
+    card.record_files(student, train=args.train_file, dev=args.dev)
+    student.training_data_["distilled"]["teacher"] = Path(args.teacher_dir).name
+    student.save(args.out)
+    print(f"saved the student model to {args.out}")
     return 0
 
 
@@ -499,6 +524,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_flags(p)
     add_config_flags(p)
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("distill", help="train a fast model on a (slower) teacher model's soft targets",
+                       description="Train a TextCNN (word vectors: the fast prediction paths) on TEACHER_DIR's class "
+                                   "probabilities over TRAIN_FILE and augmented copies of it (word dropout, n-gram "
+                                   "sampling), mixed with the true labels by --alpha; early stopping on --dev's labels.")
+    p.add_argument("teacher_dir", metavar="TEACHER_DIR")
+    p.add_argument("train_file", metavar="TRAIN_FILE")
+    p.add_argument("--dev", metavar="DEV_FILE", help="dev set for early stopping (default: a stratified 10%% of train, "
+                   "held out before augmenting)")
+    p.add_argument("--out", required=True, metavar="STUDENT_DIR", help="where to save the student model")
+    p.add_argument("--copies", type=int, default=DISTILL_COPIES, metavar="N",
+                   help=f"augmented texts per training text [{DISTILL_COPIES}]")
+    p.add_argument("--alpha", type=float, default=0.5, help="the teacher's share of the target on labelled texts [0.5]")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the teacher's logits [1.0]")
+    p.add_argument("--config", metavar="FILE.json", help="the student's config values as JSON (flags given override them)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_input_flags(p)
+    add_config_flags(p)
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("eval", help="evaluate a saved model on a labelled file",
                        description="Accuracy, macro/weighted P/R/F1, per-class scores and the confusion matrix. The headline "
