@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH) --extra-index-url $(TORCH_INDEX)
-	$(PY) -m pip install -q -e '.[train,dev,demo,zh,serve,plot,glove,encoder]'
+	$(PY) -m pip install -q -e '.[train,dev,demo,zh,serve,plot,glove,encoder,tune]'
 	touch $(STAMP)
 
 demo: $(STAMP)

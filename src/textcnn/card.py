@@ -200,8 +200,13 @@ def _data_section(data: dict | None) -> list[str]:
         lines.append(f"Given as {data['source']} (no files).")
     dev = data["dev"]
     lines += ["", f"- train split: {data['train']['rows']} texts ({_counts(data['train']['label_counts'])})",
-              f"- dev split: {dev['rows']} texts, {dev['from']} ({_counts(dev['label_counts'])})", ""]
-    return lines
+              f"- dev split: {dev['rows']} texts, {dev['from']} ({_counts(dev['label_counts'])})"]
+    if data.get("distilled"):
+        d = data["distilled"]
+        teacher = f" of the teacher {_md(d['teacher'])}" if d.get("teacher") else " of a teacher model"
+        lines.append(f"- distilled: trained on the soft targets{teacher} over {d['texts']} labelled and {d['augmented']} "
+                     f"augmented texts (alpha {d['alpha']}, temperature {d['temperature']})")
+    return lines + [""]
 
 
 def _metrics_section(facts: dict) -> list[str]:

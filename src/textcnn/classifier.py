@@ -27,7 +27,7 @@ from . import distributed
 from .data import check_texts, length_batches, pad_batch, stratified_split
 from .errors import ConfigError, DataFormatError, ModelFormatError, NotFittedError
 from .fastpath import Predictor
-from .labels import class_list, detect_multi_label, label_targets, normalise_labels
+from .labels import class_list, detect_multi_label, label_targets, normalise_labels, soft_targets_for
 from .metrics import best_thresholds, classification_report, multilabel_report
 from .model import build_model, min_length
 from .predictions import LabelledPredictions
@@ -165,7 +165,8 @@ class TextCNNClassifier(LabelledPredictions):
     # ----- fitting -----
 
     def fit(self, X: Iterable[str], y: Iterable, *, validation_data: tuple | None = None,
-            callbacks: Sequence[Callback] = (), cache_dir=None) -> "TextCNNClassifier":
+            callbacks: Sequence[Callback] = (), cache_dir=None,
+            soft_targets: tuple | None = None) -> "TextCNNClassifier":
         """Builds tokenizer, vocabulary and model from the training texts and trains with early stopping.
 
         Args:
@@ -178,6 +179,9 @@ class TextCNNClassifier(LabelledPredictions):
                 :class:`textcnn.checkpoint.Checkpointer` (periodic checkpoints, exact resume).
             cache_dir: with an encoder, where states too large for memory are kept (default
                 :func:`textcnn.cache.default_cache_dir`); a later run on the same texts reuses them.
+            soft_targets: ``(classes, probabilities)``: train on these class probabilities (N, C), columns
+                in ``classes`` order (a teacher's, see :mod:`textcnn.distill`) instead of ``y``; ``y`` still
+                gives the classes and the stratified dev split. Dev scores use the dev labels.
 
         Returns:
             self
@@ -198,8 +202,13 @@ class TextCNNClassifier(LabelledPredictions):
         elif note:
             self._log(f"note: {note}")
         labels = normalise_labels(labels, multi, cfg.label_sep)
+        soft = None
+        if soft_targets is not None:
+            soft_classes, proba = soft_targets
+            soft = soft_targets_for(class_list(labels, multi), soft_classes, proba, len(texts))
         if validation_data is None:
             train_idx, dev_idx = stratified_split(labels, cfg.dev_fraction, cfg.seed)
+            soft = None if soft is None else soft[train_idx]
             self._log(f"no dev set given: holding out a stratified {cfg.dev_fraction:.0%} of train "
                       f"({len(dev_idx)} of {len(texts)} texts) as dev")
             dev_texts, dev_labels = [texts[i] for i in dev_idx], [labels[i] for i in dev_idx]
@@ -211,7 +220,7 @@ class TextCNNClassifier(LabelledPredictions):
         self.training_data_ = python_data(labels, dev_labels, dev_from)  # for the model card (textcnn.card)
         with seeded(cfg.seed):
             self._setup(cfg, texts, labels, multi)
-            self._train(texts, labels, dev_texts, dev_labels, monitor, callbacks, cache_dir)
+            self._train(texts, labels, dev_texts, dev_labels, monitor, callbacks, cache_dir, soft)
         return self
 
     def fit_files(self, train, dev=None, *, cache_dir=None, fmt: str | None = None, text_col: str = "text",
@@ -362,8 +371,9 @@ class TextCNNClassifier(LabelledPredictions):
         return vocab
 
     def _train(self, texts: list[str], labels: list, dev_texts: list[str], dev_labels: list, monitor: str,
-               callbacks: Sequence[Callback] = (), cache_dir=None) -> None:
-        targets = torch.from_numpy(label_targets(labels, self.classes_, self.multi_label_, "training"))
+               callbacks: Sequence[Callback] = (), cache_dir=None, soft: np.ndarray | None = None) -> None:
+        hard = label_targets(labels, self.classes_, self.multi_label_, "training")
+        targets = torch.from_numpy(hard if soft is None else soft)  # class probabilities: cross-entropy takes both
         dev_targets = torch.from_numpy(
             label_targets(dev_labels, self.classes_, self.multi_label_, "dev", among="the training labels"))
         self._train_ids(self.encode(texts), targets, self.encode(dev_texts), dev_targets, monitor, callbacks, cache_dir)
@@ -419,7 +429,8 @@ class TextCNNClassifier(LabelledPredictions):
     def _loss_fn(self, targets: torch.Tensor, device: torch.device):
         weight = None
         if self.config_.class_weight == "balanced":
-            counts = targets.sum(0) if self.multi_label_ else torch.bincount(targets, minlength=len(self.classes_))
+            soft = targets.is_floating_point()  # multi-label 0/1 rows, or class probabilities
+            counts = targets.sum(0) if soft else torch.bincount(targets, minlength=len(self.classes_))
             counts = counts.float().clamp(min=1)
             weight = (counts.sum() / (len(counts) * counts)).to(device)
         if self.multi_label_:

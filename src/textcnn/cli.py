@@ -23,6 +23,7 @@ from .errors import ConfigError, TextCNNError
 from .labels import detect_multi_label, normalise_labels
 
 EXIT_USAGE = 2
+DISTILL_COPIES = 10  # textcnn.distill.DEFAULT_COPIES, without importing torch for --help
 EXIT_BUG = 1
 
 
@@ -73,7 +74,12 @@ def _show(value: Any) -> str:
 
 
 def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Config values: those of --config FILE.json, overridden by the flags given."""
+    """Config values: those of --config FILE.json, overridden by the flags given; defaults for the rest."""
+    return TextCNNConfig.from_dict(given_config(args)).to_dict()
+
+
+def given_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the config values given: in --config FILE.json or as flags (checked, with flag names in errors)."""
     values: dict[str, Any] = {}
     if getattr(args, "config", None):
         path = Path(args.config)
@@ -90,9 +96,10 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if name in vars(args):
             values[name] = getattr(args, name)
     try:
-        return TextCNNConfig.from_dict(values).to_dict()
+        TextCNNConfig.from_dict(values)
     except ConfigError as e:
         raise ConfigError(_flag_names(str(e))) from None
+    return values
 
 
 def _flag_names(message: str) -> str:
@@ -195,6 +202,62 @@ def _fit_in_memory(args, params: dict, clf, world) -> None:
     with _warnings_as_lines():
         clf.fit(train.texts, train.labels, validation_data=validation, callbacks=_checkpointer(args, world),
                 cache_dir=args.cache_dir)
+
+
+def cmd_tune(args) -> int:
+    from .tune import parse_budget, tune, write_trials
+
+    budget = parse_budget(args.budget)
+    fixed = given_config(args)
+    train = _read(args, args.train_file)
+    multi, _, _ = detect_multi_label(train.labels, fixed.get("multi_label"), fixed.get("label_sep", "|"))
+    _check_labels(train, multi, fixed.get("label_sep", "|"))
+    dev_texts = dev_labels = None
+    if args.dev:
+        dev = _read(args, args.dev)
+        _check_labels(dev, multi, fixed.get("label_sep", "|"))
+        dev_texts, dev_labels = dev.texts, dev.labels
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    with _warnings_as_lines():
+        result = tune(train.texts, train.labels, dev_texts, dev_labels, budget_s=budget, fixed=fixed,
+                      max_trials=args.trials, log=log)
+    card.record_files(result.best, train=args.train_file, dev=args.dev)
+    result.best.save(args.out)
+    trials_path = Path(args.trials_out or default_trials_path(args.out))
+    write_trials(result.trials, trials_path)
+    print(f"saved the best model (dev {result.monitor} {result.best_score:.4f}) to {args.out}; "
+          f"{len(result.trials)} trial(s) in {trials_path}")
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from .distill import distill
+
+    teacher = load(args.teacher_dir)
+    params = config_from_args(args)
+    train = _read(args, args.train_file)
+    _check_labels(train, False, params["label_sep"])
+    dev_texts = dev_labels = None
+    if args.dev:
+        dev = _read(args, args.dev)
+        _check_labels(dev, False, params["label_sep"])
+        dev_texts, dev_labels = dev.texts, dev.labels
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    with _warnings_as_lines():
+        student = distill(teacher, train.texts, train.labels, dev_texts, dev_labels, copies=args.copies,
+                          alpha=args.alpha, temperature=args.temperature,
+                          params={**params, "verbose": 0 if args.quiet else 1}, log=log)
+    card.record_files(student, train=args.train_file, dev=args.dev)
+    student.training_data_["distilled"]["teacher"] = Path(args.teacher_dir).name
+    student.save(args.out)
+    print(f"saved the student model to {args.out}")
+    return 0
+
+
+def default_trials_path(out: str) -> Path:
+    """MODEL_DIR.trials.csv beside the model directory (whose files the manifest lists)."""
+    path = Path(out)
+    return path.with_name(path.name + ".trials.csv")
 
 
 def _checkpointer(args, world) -> list:
@@ -455,6 +518,42 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_flags(p)
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="search the settings that matter within a time budget, on dev; save the best model",
+                       description="Like fastText's autotune: Optuna (TPE, median pruning) tries settings (learning rate, "
+                                   "dropout, filters, windows, epochs, batch size, n-gram channel) for --budget, each trained on "
+                                   "TRAIN_FILE and scored on --dev; the library defaults are tried first. Flags given "
+                                   "(e.g. --embeddings, --seed) are fixed, not searched. Needs: pip install 'textcnn[tune]'")
+    p.add_argument("train_file", metavar="TRAIN_FILE")
+    p.add_argument("--dev", metavar="DEV_FILE", help="dev set every trial is scored on (default: a stratified 10%% of train)")
+    p.add_argument("--budget", default="10m", metavar="TIME", help="time for the whole search: 600, 90s, 10m, 1h [10m]")
+    p.add_argument("--trials", type=int, metavar="N", help="stop after N trials even if time is left")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="where to save the best model")
+    p.add_argument("--trials-out", metavar="FILE.csv", help="the table of trials [MODEL_DIR.trials.csv]")
+    p.add_argument("--config", metavar="FILE.json", help="fixed config values as JSON (flags given override them)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per trial")
+    add_input_flags(p)
+    add_config_flags(p)
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("distill", help="train a fast model on a (slower) teacher model's soft targets",
+                       description="Train a TextCNN (word vectors: the fast prediction paths) on TEACHER_DIR's class "
+                                   "probabilities over TRAIN_FILE and augmented copies of it (word dropout, n-gram "
+                                   "sampling), mixed with the true labels by --alpha; early stopping on --dev's labels.")
+    p.add_argument("teacher_dir", metavar="TEACHER_DIR")
+    p.add_argument("train_file", metavar="TRAIN_FILE")
+    p.add_argument("--dev", metavar="DEV_FILE", help="dev set for early stopping (default: a stratified 10%% of train, "
+                   "held out before augmenting)")
+    p.add_argument("--out", required=True, metavar="STUDENT_DIR", help="where to save the student model")
+    p.add_argument("--copies", type=int, default=DISTILL_COPIES, metavar="N",
+                   help=f"augmented texts per training text [{DISTILL_COPIES}]")
+    p.add_argument("--alpha", type=float, default=0.5, help="the teacher's share of the target on labelled texts [0.5]")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the teacher's logits [1.0]")
+    p.add_argument("--config", metavar="FILE.json", help="the student's config values as JSON (flags given override them)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_input_flags(p)
+    add_config_flags(p)
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("eval", help="evaluate a saved model on a labelled file",
                        description="Accuracy, macro/weighted P/R/F1, per-class scores and the confusion matrix. The headline "

@@ -113,3 +113,22 @@ def label_targets(labels: Sequence, classes: Sequence, multi: bool, what: str,
     for r, row in enumerate(rows):
         out[r, [index[c] for c in row]] = 1.0
     return out
+
+
+def soft_targets_for(classes: Sequence, soft_classes: Sequence, probabilities, n_texts: int) -> np.ndarray:
+    """Class probabilities (N, C) float32 in ``classes`` order from a matrix whose columns follow ``soft_classes``.
+
+    For training on a teacher's outputs (textcnn.distill): the teacher's classes must be the student's.
+    """
+    proba = np.asarray(probabilities, dtype=np.float32)
+    if proba.shape != (n_texts, len(soft_classes)):
+        raise DataFormatError(f"soft_targets holds a {proba.shape} matrix; {n_texts} texts x {len(soft_classes)} "
+                              "classes are needed, one row per training text and one column per class.")
+    index = {canonical(c): i for i, c in enumerate(soft_classes)}
+    missing = [canonical(c) for c in classes if canonical(c) not in index]
+    if missing or len(index) != len(classes):
+        raise DataFormatError(f"soft_targets' classes ({', '.join(map(canonical, soft_classes))}) are not the training "
+                              f"labels' ({', '.join(map(canonical, classes))}). Give one column per training class.")
+    if not np.isfinite(proba).all() or (proba < 0).any() or (proba > 1).any():
+        raise DataFormatError("soft_targets must hold probabilities in [0, 1] (apply softmax or sigmoid to logits).")
+    return np.ascontiguousarray(proba[:, [index[canonical(c)] for c in classes]])

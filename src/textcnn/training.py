@@ -376,6 +376,8 @@ def _run_epoch(loop: Loop, train_ids, targets, lengths, loss_fn) -> None:
                         texts_s=f"{bar.n / max(time.perf_counter() - started, 1e-9):.0f}")
         for cb in loop.callbacks:
             cb.on_step_end(loop)
+        if loop.stop:  # a callback ended training mid-epoch (a time budget): the dev set scores it as it is
+            break
     bar.close()
 
 

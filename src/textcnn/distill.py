@@ -1,0 +1,112 @@
+"""``textcnn distill``: train a fast word-vector TextCNN on a slower teacher model's soft targets.
+
+The recipe of task-specific distillation into small networks (Tang et al. 2019, "Distilling
+Task-Specific Knowledge from BERT into Simple Neural Networks"): the teacher labels the training
+texts and a transfer set made from them by augmentation (word dropout, then with some probability
+keeping only a random n-gram of 1-5 words), and the student learns the teacher's class
+probabilities. On the labelled texts the target mixes the teacher's probabilities with the true
+label: ``alpha * softmax(teacher_logits / temperature) + (1 - alpha) * one_hot(label)``; on the
+transfer set it is the teacher's alone. The dev set (given, or held out from the labelled texts
+before augmentation, so no copy of a dev text reaches training) is scored on its true labels.
+
+Any saved textcnn model can teach; the point is an ``--encoder`` model teaching a model without one,
+which keeps the fast prediction paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .classifier import TextCNNClassifier
+from .config import TextCNNConfig
+from .data import stratified_split
+from .errors import ConfigError
+from .labels import detect_multi_label, label_targets, normalise_labels
+from .tokenizers import resolve_tokenizer_name
+
+DEFAULT_COPIES = 10  # augmented texts drawn per training text
+P_DROP = 0.1  # each word is dropped with this probability
+P_NGRAM = 0.25  # then, with this probability, only a random n-gram of the rest is kept
+MAX_NGRAM = 5
+
+
+def augment(texts: Sequence[str], copies: int, *, seed: int, p_drop: float = P_DROP, p_ngram: float = P_NGRAM,
+            max_n: int = MAX_NGRAM, characters: bool = False) -> list[str]:
+    """Up to ``copies`` distinct new texts per text (word dropout, n-gram sampling); none equals an input text.
+
+    ``characters``: treat each character as a word (Chinese, Japanese: text without spaces).
+    """
+    rng = np.random.default_rng(seed)
+    seen, out = set(texts), []
+    join = "" if characters else " "
+    for text in texts:
+        words = list(text.replace(" ", "")) if characters else text.split()
+        for _ in range(copies):
+            kept = [w for w, drop in zip(words, rng.random(len(words)) < p_drop) if not drop] or words
+            if len(kept) > 1 and rng.random() < p_ngram:
+                n = int(rng.integers(1, min(max_n, len(kept)) + 1))
+                start = int(rng.integers(0, len(kept) - n + 1))
+                kept = kept[start:start + n]
+            new = join.join(kept)
+            if new and new not in seen:
+                seen.add(new)
+                out.append(new)
+    return out
+
+
+def soft_labels(teacher_logits: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logits / temperature), row by row (N, C) float32."""
+    z = teacher_logits / temperature
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def distill(
+    teacher, texts: Sequence[str], labels: Sequence, dev_texts: Sequence[str] | None = None,
+    dev_labels: Sequence | None = None, *, copies: int = DEFAULT_COPIES, alpha: float = 0.5,
+    temperature: float = 1.0, params: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+) -> TextCNNClassifier:
+    """A student TextCNNClassifier(**params) trained on ``teacher``'s soft targets (see the module doc).
+
+    Args:
+        teacher: a fitted classifier (``textcnn.load(dir)``) whose classes are the training labels'.
+        copies: augmented texts per training text (0: the training texts alone).
+        alpha: the teacher's share of the target on labelled texts (1: the teacher alone).
+        temperature: softens (> 1) or sharpens (< 1) the teacher's probabilities.
+        params: the student's config (its own seed, vectors, ...); verbose too.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"--alpha must be in [0, 1] (the teacher's share of the target), got {alpha}.")
+    if temperature <= 0:
+        raise ConfigError(f"--temperature must be more than 0, got {temperature}.")
+    if copies < 0:
+        raise ConfigError(f"--copies must be 0 or more, got {copies}.")
+    params = dict(params or {})
+    cfg = TextCNNConfig.from_dict({k: v for k, v in params.items() if k != "verbose"})
+    texts, labels = list(texts), list(labels)
+    multi, _, _ = detect_multi_label(labels, cfg.multi_label, cfg.label_sep)
+    if multi or teacher.multi_label_:
+        raise ConfigError("textcnn distill supports single-label data for now; this data or teacher is multi-label.")
+    labels = normalise_labels(labels, multi, cfg.label_sep)
+    if dev_texts is None:
+        train_idx, dev_idx = stratified_split(labels, cfg.dev_fraction, cfg.seed)
+        dev_texts, dev_labels = [texts[i] for i in dev_idx], [labels[i] for i in dev_idx]
+        texts, labels = [texts[i] for i in train_idx], [labels[i] for i in train_idx]
+        log(f"distill: no dev set given: holding out a stratified {cfg.dev_fraction:.0%} of train ({len(dev_texts)} "
+            "texts) before augmenting")
+    characters = resolve_tokenizer_name(cfg.tokenizer, texts[:1000])[0] in ("char", "jieba")
+    transfer = augment(texts, copies, seed=cfg.seed, characters=characters)
+    log(f"distill: {len(texts)} training texts + {len(transfer)} augmented; the teacher labels them")
+    proba = soft_labels(teacher.decision_function(texts + transfer), temperature)  # (N, C), teacher.classes_ order
+    one_hot = np.eye(len(teacher.classes_), dtype=np.float32)[
+        label_targets(labels, teacher.classes_, False, "training", among="the teacher's classes")]
+    proba[:len(texts)] = alpha * proba[:len(texts)] + (1 - alpha) * one_hot
+    guessed = [teacher.classes_[i] for i in proba[len(texts):].argmax(axis=1)]  # classes and the card's counts
+    student = TextCNNClassifier(**params)
+    student.fit(texts + transfer, labels + guessed, validation_data=(dev_texts, dev_labels),
+                soft_targets=(list(teacher.classes_), proba))
+    student.training_data_["distilled"] = {"texts": len(texts), "augmented": len(transfer), "alpha": alpha,
+                                           "temperature": temperature}
+    return student

@@ -1,0 +1,108 @@
+"""textcnn distill: augmentation, training on soft targets, and a student that follows its teacher."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import textcnn
+from textcnn import TextCNNClassifier
+from textcnn.cli import main
+from textcnn.distill import augment, distill, soft_labels
+from textcnn.errors import DataFormatError
+
+from .conftest import TINY, make_corpus, write_csv
+
+FLIP = {"pos": "neg", "neg": "pos"}
+
+
+def test_augment_is_seeded_new_and_bounded():
+    texts = ["the film was really very good and fun", "a dull and boring plot", "great"]
+    out = augment(texts, 4, seed=3)
+    assert out == augment(texts, 4, seed=3) and out != augment(texts, 4, seed=4)
+    assert len(out) <= 4 * len(texts) and len(set(out)) == len(out)
+    assert not set(out) & set(texts)
+    for new in out:  # words kept in order, from one source text
+        assert any(_subsequence(new.split(), t.split()) for t in texts)
+
+
+def test_augment_characters_for_text_without_spaces():
+    out = augment(["这部电影非常好看"], 5, seed=0, characters=True)
+    assert out and all(" " not in t and _subsequence(list(t), list("这部电影非常好看")) for t in out)
+
+
+def _subsequence(part, whole) -> bool:
+    it = iter(whole)
+    return all(w in it for w in part)
+
+
+def test_soft_labels_temperature():
+    logits = np.array([[2.0, 0.0], [0.0, 0.0]])
+    sharp, soft = soft_labels(logits, 1.0), soft_labels(logits, 4.0)
+    assert np.allclose(sharp.sum(1), 1) and np.allclose(sharp[1], 0.5)
+    assert soft[0, 0] < sharp[0, 0]  # a higher temperature flattens
+
+
+def test_one_hot_soft_targets_train_like_hard_labels(corpus, dev_corpus):
+    texts, labels = corpus
+    classes = sorted(set(labels))
+    one_hot = np.eye(len(classes), dtype=np.float32)[[classes.index(y) for y in labels]]
+    hard = TextCNNClassifier(**TINY).fit(texts, labels, validation_data=dev_corpus)
+    soft = TextCNNClassifier(**TINY).fit(texts, labels, validation_data=dev_corpus, soft_targets=(classes, one_hot))
+    assert np.allclose(hard.decision_function(dev_corpus[0]), soft.decision_function(dev_corpus[0]), atol=1e-4)
+
+
+def test_soft_target_columns_follow_their_classes(corpus, dev_corpus):
+    """Columns given in another order are matched by class name, not position."""
+    texts, labels = corpus
+    classes = sorted(set(labels))[::-1]
+    one_hot = np.eye(len(classes), dtype=np.float32)[[classes.index(y) for y in labels]]
+    clf = TextCNNClassifier(**TINY).fit(texts, labels, validation_data=dev_corpus, soft_targets=(classes, one_hot))
+    assert clf.score(*dev_corpus) >= 0.9
+
+
+@pytest.mark.parametrize("classes, proba, match", [
+    (["neg", "pos"], np.full((3, 2), 0.5), "one row per training text"),
+    (["neg", "other"], None, "are not the training labels"),
+    (["neg", "pos"], "logits", r"probabilities in \[0, 1\]"),
+])
+def test_bad_soft_targets_are_refused(corpus, classes, proba, match):
+    texts, labels = corpus
+    if proba is None:
+        proba = np.full((len(texts), 2), 0.5)
+    elif isinstance(proba, str):
+        proba = np.full((len(texts), 2), 3.0)
+    with pytest.raises(DataFormatError, match=match):
+        TextCNNClassifier(**TINY).fit(texts, labels, soft_targets=(classes, proba))
+
+
+def test_student_follows_its_teacher_not_the_labels(corpus, dev_corpus):
+    """A teacher trained on flipped labels: with alpha=1 the student learns the flip from soft targets alone."""
+    texts, labels = corpus
+    teacher = TextCNNClassifier(**TINY).fit(texts, [FLIP[y] for y in labels],
+                                            validation_data=(dev_corpus[0], [FLIP[y] for y in dev_corpus[1]]))
+    dev_flipped = (dev_corpus[0], [FLIP[y] for y in dev_corpus[1]])
+    student = distill(teacher, texts, labels, *dev_flipped, copies=2, alpha=1.0, params=TINY, log=lambda m: None)
+    agree = (student.predict(dev_corpus[0]) == teacher.predict(dev_corpus[0])).mean()
+    assert agree >= 0.9 and student.score(*dev_corpus) <= 0.1
+    assert student.training_data_["distilled"]["augmented"] > 0
+
+
+def test_cli_distill_saves_a_student_with_its_card(tmp_path, model_dir, train_csv, dev_csv, capsys):
+    out = tmp_path / "student"
+    argv = ["distill", str(model_dir), str(train_csv), "--dev", str(dev_csv), "--out", str(out), "--copies", "2",
+            "--embedding-size", "16", "--feature-size", "8", "--window-sizes", "2,3", "--epochs", "4", "--learning-rate", "0.01", "-q"]
+    assert main(argv) == 0
+    student, teacher = textcnn.load(out), textcnn.load(model_dir)
+    texts = make_corpus(40, seed=5)[0]
+    assert (student.predict(texts) == teacher.predict(texts)).mean() >= 0.9
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert f"soft targets of the teacher {model_dir.name}" in card
+
+
+def test_cli_distill_refuses_multi_label_and_bad_alpha(tmp_path, model_dir, capsys):
+    multi = write_csv(tmp_path / "multi.csv", ["good fun", "bad dull"] * 10, ["pos|fun", "neg"] * 10)
+    assert main(["distill", str(model_dir), str(multi), "--out", str(tmp_path / "s"), "-q"]) == 2
+    assert "single-label" in capsys.readouterr().err
+    assert main(["distill", str(model_dir), str(multi), "--out", str(tmp_path / "s"), "--alpha", "2", "-q"]) == 2
+    assert "--alpha" in capsys.readouterr().err
