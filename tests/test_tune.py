@@ -14,6 +14,7 @@ import pytest
 import textcnn
 from textcnn import TextCNNClassifier
 from textcnn.cli import main
+from textcnn.config import default_learning_rate
 from textcnn.errors import ConfigError
 from textcnn.training import Callback
 from textcnn.tune import TrialReporter, parse_budget, tune
@@ -40,7 +41,7 @@ def test_search_keeps_the_best_dev_trial(corpus, dev_corpus):
     result = tune(*corpus, *dev_corpus, budget_s=3600, fixed=fixed, max_trials=4, log=lines.append)
     assert len(result.trials) == 4
     first = result.trials[0]  # the library defaults come first
-    assert first["learning_rate"] == TextCNNClassifier().learning_rate and first["epochs"] == TextCNNClassifier().epochs
+    assert first["learning_rate"] == default_learning_rate(None) and first["epochs"] == TextCNNClassifier().epochs
     assert "feature_size" not in first and "window_sizes" not in first  # fixed, so not searched
     finished = [t for t in result.trials if t["state"] != "pruned"]
     assert result.best_score == max(t["dev_accuracy"] for t in finished)

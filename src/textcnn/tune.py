@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 from .atomicdir import replace_file
 
 from .classifier import TextCNNClassifier
-from .config import TextCNNConfig, resolve_monitor
+from .config import TextCNNConfig, default_learning_rate, resolve_monitor
 from .errors import ConfigError
 from .data import stratified_split
 from .labels import detect_multi_label, normalise_labels
@@ -78,6 +78,13 @@ def _as_choice(name: str, value: Any) -> Any:
     if name == "window_sizes":
         return "auto" if value is None else ",".join(map(str, value))
     return value
+
+
+def _default(base: TextCNNConfig, name: str) -> Any:
+    """The first trial's value: the config's, with None resolved as training would (learning_rate per input)."""
+    if name == "learning_rate" and base.learning_rate is None:
+        return default_learning_rate(base.encoder)
+    return _as_choice(name, getattr(base, name))
 
 
 def parse_budget(text: str) -> float:
@@ -184,7 +191,7 @@ def tune(
         sampler=optuna.samplers.TPESampler(seed=base.seed, n_startup_trials=4),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
-    study.enqueue_trial({name: _as_choice(name, getattr(base, name)) for name in names})  # the defaults first
+    study.enqueue_trial({name: _default(base, name) for name in names})  # the defaults first
     log(f"tune: searching {', '.join(names) or 'nothing (every searched setting is fixed)'} for "
         f"{_duration(budget_s)} on dev {monitor}")
     study.optimize(objective, n_trials=max_trials, timeout=budget_s, catch=())
