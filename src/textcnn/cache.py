@@ -11,8 +11,10 @@ entry, a directory of
 * ``header.json``: the source file (path, size, mtime, sha256), the reader options, the
   tokenizer spec, the vocabulary's sha256 and the classes.
 
-Training reads batches from the memory-mapped ids, so memory holds the vocabulary, the offsets
-(8 bytes a text) and what the page cache keeps, whatever the number of texts. A later run on the
+Training reads each batch's rows from ``ids.bin`` with ``pread``, so memory holds the vocabulary
+and the offsets (8 bytes a text), whatever the number of texts. (Not a memory map: the pages of a
+mapped file count in the process's resident memory, and the kernel maps them in large blocks around
+each row read, so 300 random batches made nearly all of a 330 MB ``ids.bin`` resident.) A later run on the
 same file (same size and mtime) and the same text settings finds the entries and skips both
 passes ("token cache hit" in the log). Entries are written whole or not at all
 (:mod:`textcnn.atomicdir`).
@@ -28,7 +30,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -59,9 +61,12 @@ class ReadOptions:
 
 
 class TokenSeqs:
-    """Texts as token ids on disk: ``seqs[i]`` is an int32 array; ``index`` picks a subset (a split)."""
+    """Texts as token ids on disk: ``seqs[i]`` is an int32 array; ``index`` picks a subset (a split).
 
-    def __init__(self, ids: np.ndarray, offsets: np.ndarray, fingerprint: str, index: np.ndarray | None = None) -> None:
+    ``ids`` is the open ``ids.bin`` (read at offsets, never mapped: see the module docstring).
+    """
+
+    def __init__(self, ids: BinaryIO, offsets: np.ndarray, fingerprint: str, index: np.ndarray | None = None) -> None:
         self.ids, self.offsets, self.index = ids, offsets, index
         self.fingerprint = fingerprint if index is None else f"{fingerprint}:{hashlib.sha256(index.tobytes()).hexdigest()}"
 
@@ -73,7 +78,8 @@ class TokenSeqs:
 
     def __getitem__(self, i) -> np.ndarray:
         j = self._row(i)
-        return self.ids[self.offsets[j] : self.offsets[j + 1]]
+        start, end = int(self.offsets[j]), int(self.offsets[j + 1])
+        return np.frombuffer(_read_at(self.ids, 4 * start, 4 * (end - start)), dtype=np.int32)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
@@ -93,6 +99,13 @@ class TokenSeqs:
         for r, p in enumerate(parts):
             out[r, : len(p)] = p
         return torch.from_numpy(out)
+
+
+def _read_at(file: BinaryIO, offset: int, size: int) -> bytes:
+    if hasattr(os, "pread"):  # POSIX: no shared file position
+        return os.pread(file.fileno(), size, offset)
+    file.seek(offset)
+    return file.read(size)
 
 
 @dataclass
@@ -190,7 +203,7 @@ class TokenCache:
         else:
             self.log(f"token cache hit: {path} encoded in {entry}")
         header = json.loads((entry / "header.json").read_text(encoding="utf-8"))
-        ids = np.memmap(entry / "ids.bin", dtype=np.int32, mode="r") if header["tokens"] else np.zeros(0, np.int32)
+        ids = open(entry / "ids.bin", "rb", buffering=0)  # closed with the TokenSeqs that reads it
         offsets = np.fromfile(entry / "offsets.bin", dtype=np.int64)
         y = torch.from_numpy(np.load(entry / "targets.npy", allow_pickle=False))
         return TokenSeqs(ids, offsets, fingerprint=header["key"]), y
