@@ -72,6 +72,8 @@ class TextCNNClassifier(LabelledPredictions):
         dropout_rate: float = _DEFAULTS.dropout_rate,
         num_class: int | None = _DEFAULTS.num_class,
         batch_norm: bool = _DEFAULTS.batch_norm,
+        ngram_features: int = _DEFAULTS.ngram_features,
+        ngram_embedding_size: int = _DEFAULTS.ngram_embedding_size,
         embedding_mode: str = _DEFAULTS.embedding_mode,
         embeddings: str | None = _DEFAULTS.embeddings,
         max_norm: float | None = _DEFAULTS.max_norm,
@@ -104,6 +106,8 @@ class TextCNNClassifier(LabelledPredictions):
         self.dropout_rate = dropout_rate
         self.num_class = num_class
         self.batch_norm = batch_norm
+        self.ngram_features = ngram_features
+        self.ngram_embedding_size = ngram_embedding_size
         self.embedding_mode = embedding_mode
         self.embeddings = embeddings
         self.max_norm = max_norm
