@@ -119,7 +119,7 @@ def _class_indices(clf, classes: Sequence | None) -> list[int]:
 
 def explain_cost(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> int:
     """An upper bound on the n-gram scores :func:`explain` would return: for each text, its used tokens
-    (at least 1) x its window sizes x the distinct classes asked. The server refuses requests over
+    (at least 1) x (its window sizes, + 2 with the n-gram channel) x the distinct classes asked. The server refuses requests over
     ``--max-explain-cost`` with it before doing the work.
 
     Raises:
@@ -131,7 +131,8 @@ def explain_cost(clf, texts: Iterable[str], *, classes: Sequence | None = None) 
     n_classes = len(_class_indices(clf, classes))
     limit = clf.config_.max_text_len
     tokens = sum(max(1, min(len(clf.tokenizer_.tokenize(t)), limit)) for t in texts)
-    return tokens * len(clf.config_.window_sizes) * n_classes
+    per_token = len(clf.config_.window_sizes) + (2 if clf.config_.ngram_features else 0)  # the channel: uni + bi
+    return tokens * per_token * n_classes
 
 
 @torch.inference_mode()

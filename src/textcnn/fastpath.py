@@ -58,6 +58,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .model import TextCNN, _invalid_windows, ngram_bucket, ngram_buckets, pad_to_widest, text_lengths
+from .vocab import PAD_ID
 
 DEFAULT_TABLE_MAX_MB = 1024
 
@@ -220,9 +221,13 @@ class TableEngine:
             logits = self.model.fc(torch.from_numpy(self._pool_flat(flat, starts)))  # (N, C)
             if self.ngram_scores is None:
                 return logits
-            bag = np.empty((len(ids), self.ngram_scores.shape[1]), dtype=np.float32)  # (N, C)
-            ngram_kernel()(flat, starts, self.ngram_scores.numpy(), self.ngram_scores.shape[0] - 1, bag)
-            return logits + torch.from_numpy(bag) + self.model.ngram_fc.bias  # (N, C)
+            return logits + self._ngram_flat(flat, starts)  # (N, C)
+
+    def _ngram_flat(self, flat: np.ndarray, starts: np.ndarray) -> torch.Tensor:
+        """The n-gram channel's term (N, C) of texts ``flat[starts[b]:starts[b + 1]]`` (the numba kernel)."""
+        bag = np.empty((starts.size - 1, self.ngram_scores.shape[1]), dtype=np.float32)  # (N, C)
+        ngram_kernel()(flat, starts, self.ngram_scores.numpy(), self.ngram_scores.shape[0] - 1, bag)
+        return torch.from_numpy(bag) + self.model.ngram_fc.bias  # (N, C)
 
     def _pool_flat(self, flat: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """Pooled features (N, F*n) of texts ``flat[starts[b]:starts[b + 1]]``, split over threads by tokens."""
@@ -267,6 +272,11 @@ class TableEngine:
     @torch.no_grad()
     def ngram_logits(self, ids: torch.Tensor) -> torch.Tensor:
         """The same as ``model.ngram_logits(ids)``: (B, T) ids -> (B, C), the mean of the n-grams' table rows."""
+        if ngram_kernel() is not None:  # the kernel on the unpadded texts: no (B, 2T-1) buckets to hash and gather
+            lengths = text_lengths(ids).numpy()  # (B,)
+            starts = np.zeros(lengths.size + 1, dtype=np.int64)
+            np.cumsum(lengths, out=starts[1:])
+            return self._ngram_flat(ids[ids != PAD_ID].numpy(), starts)  # right-padded: row-major order is text order
         buckets = ngram_buckets(ids, self.ngram_scores.shape[0] - 1)  # (B, 2T-1)
         mean = F.embedding_bag(buckets, self.ngram_scores, mode="mean", padding_idx=0)  # (B, C); no n-grams: 0
         return mean + self.model.ngram_fc.bias  # (B, C)
