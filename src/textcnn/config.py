@@ -55,8 +55,9 @@ class TextCNNConfig:
     ngram_features: int = _doc(
         "Hash buckets of the n-gram channel: each token and each adjacent pair of tokens is hashed into one of N "
         "buckets, a learned vector per bucket, and the mean vector's own linear term is added to the logits. "
-        "0: no channel. On by default (2**17 buckets: +0.9 to +1.9 dev accuracy on MR, SST-2 and TREC, "
-        "benchmarks/README.md); a model saved without the field has no channel.", default=131_072)
+        "0: no channel. On by default (2**17 buckets, a 50 MB table with 100-d vectors: dev accuracy +1.7 MR, "
+        "+0.9 SST-2, +0.2 TREC, 2-seed means, benchmarks/README.md); a model saved without the field has no "
+        "channel.", default=131_072)
     ngram_embedding_size: int = _doc("Size of the n-gram channel's vectors (with ngram_features > 0).", default=100)
     # --- embeddings (Kim 2014's variants) ---
     embedding_mode: str = _doc(

@@ -555,7 +555,16 @@ def deduplicated_forward(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
             v = c.view(ids.shape[0], -1, n_filters).amax(dim=1)  # (B, F)
         values.append(model.after_max(v, i))  # (B, F)
     logits = model.fc(model.dropout(torch.cat(values, dim=1)))  # (B, C)
-    return logits if model.ngram_fc is None else logits + model.ngram_logits(ids)  # (B, C)
+    return logits if model.ngram_fc is None else logits + _ngram_logits(model, ids)  # (B, C)
+
+
+def _ngram_logits(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
+    """``model.ngram_logits(ids)`` through ``embedding_bag`` (mean, bucket 0 left out): the gather and the
+    mean in one kernel, and a sparse gradient of the rows used, without the (B, 2T-1, D) vectors."""
+    table = model.ngram_embedding
+    buckets = ngram_buckets(ids, table.num_embeddings - 1)  # (B, 2T-1)
+    mean = F.embedding_bag(buckets, table.weight, mode="mean", padding_idx=0, sparse=table.sparse)  # (B, D)
+    return model.ngram_fc(mean)  # (B, C)
 
 
 WINNERS_MIN_WINDOWS = 100  # measured: below ~100 windows the plain backward of all sums is faster
