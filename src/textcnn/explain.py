@@ -20,7 +20,8 @@ With the n-gram channel (``ngram_features`` > 0) the logit has a second, linear 
 linear layer on the mean of the text's uni- and bigram vectors. Each n-gram's share is its vector
 through that layer divided by the number of n-grams; these are listed per class as
 ``channel_ngrams`` (with character spans, like ``ngrams``), added to ``token_scores`` (a bigram's
-split over its two tokens), and the channel's bias is part of ``bias``. The sums above still hold.
+split over its two tokens), and the channel's bias is part of ``bias``. The sums above still hold, the
+n-grams' with both lists: ``sum(ngrams) + sum(channel_ngrams) + unattributed + bias == logit``.
 
 Example:
     >>> from textcnn import TextCNNClassifier
