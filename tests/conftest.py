@@ -14,7 +14,8 @@ NEGATIVE = ["bad", "awful", "boring", "dull", "terrible", "poor"]
 FILLER = ["the", "film", "was", "really", "plot", "acting", "and", "a", "story", "quite"]
 
 # Small, fast settings for tests: the behaviour is the same as with the defaults.
-TINY = dict(embedding_size=16, feature_size=8, window_sizes=(2, 3), epochs=4, batch_size=16, learning_rate=0.01, verbose=0)
+TINY = dict(embedding_size=16, feature_size=8, window_sizes=(2, 3), epochs=4, batch_size=16, learning_rate=0.01,
+            ngram_features=512, ngram_embedding_size=8, verbose=0)
 
 
 def make_corpus(n: int = 160, seed: int = 0) -> tuple[list[str], list[str]]:

@@ -45,7 +45,8 @@ def tiny_corpus(n: int = 240, seed: int = 0) -> tuple[list[str], list[str]]:
 
 def train_tiny(**params) -> TextCNNClassifier:
     texts, labels = tiny_corpus()
-    defaults = dict(embedding_size=16, feature_size=8, window_sizes=(2, 3), epochs=4, batch_size=16, verbose=0)
+    defaults = dict(embedding_size=16, feature_size=8, window_sizes=(2, 3), epochs=4, batch_size=16,
+                    ngram_features=512, ngram_embedding_size=8, verbose=0)  # a small n-gram channel: fast saves
     return TextCNNClassifier(**{**defaults, **params}).fit(texts, labels)
 
 

@@ -97,6 +97,11 @@ def _check_highlights(page, exp, label) -> None:
     assert page.text_content("#highlighted") == exp["text"]
     top = cls["ngrams"][0]
     assert page.locator("#ngrams .ngram").first.text_content().startswith(top["text"])
+    channel = cls.get("channel_ngrams")  # the n-gram channel's n-grams, in their own table
+    assert page.locator("#channel-ngrams").is_visible() == bool(channel)
+    if channel and channel[0]["contribution"] > 0:
+        assert page.locator("#channel-ngrams .ngram").first.text_content().startswith(channel[0]["text"])
+        assert "n-gram channel" in page.text_content("#logit-sum")
 
 
 def _check_walk(page, exp) -> None:

@@ -61,6 +61,12 @@ def _on_ids(run: Callable[[TextCNNClassifier, list[list[int]]], torch.Tensor]):
     return engine
 
 
+def _pooled_logits(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
+    """The forward's two terms, computed apart: the convolutions' and the n-gram channel's."""
+    logits = model.fc(model.pool(ids))  # (B, C)
+    return logits if model.ngram_fc is None else logits + model.ngram_logits(ids)
+
+
 def _tables(clf: TextCNNClassifier):
     engine = TableEngine(clf.model_)  # built once, as the classifier does
     return lambda texts: engine(pad_batch(clf.encode(texts))).numpy()
@@ -100,7 +106,7 @@ def _onnx(int8: bool):
 
 ENGINES = [
     EngineCase("forward", _on_ids(lambda clf, ids: clf.model_(pad_batch(ids))), FLOAT32),
-    EngineCase("pool", _on_ids(lambda clf, ids: clf.model_.fc(clf.model_.pool(pad_batch(ids)))), FLOAT32),
+    EngineCase("pool (+ ngram_logits)", _on_ids(lambda clf, ids: _pooled_logits(clf.model_, pad_batch(ids))), FLOAT32),
     EngineCase("shape walk", _on_ids(lambda clf, ids: clf.model_.shape_walk(
         pad_batch(ids, min_length(clf.model_.window_sizes)))[-1][1]), FLOAT32),
     EngineCase("tables, embedding_bag", _tables, FLOAT32),
@@ -119,14 +125,20 @@ MODELS = {
     "windows 3,5, multichannel": dict(window_sizes=(3, 5), multichannel=True),
     "windows 2,6, multichannel, batch norm": dict(window_sizes=(2, 6), multichannel=True, batch_norm=True),
     "window 9, wider than most texts": dict(window_sizes=(9,)),
+    # the n-gram channel: few buckets, so n-grams share them (hash collisions are part of the function)
+    "windows 2,3,5, n-gram channel": dict(window_sizes=(2, 3, 5), ngram_features=13),
+    "windows 1,4,7, batch norm, n-gram channel": dict(window_sizes=(1, 4, 7), batch_norm=True, ngram_features=500),
+    "window 9, multichannel, n-gram channel": dict(window_sizes=(9,), multichannel=True, ngram_features=64),
 }
 
 
-def random_model(clf: TextCNNClassifier, *, window_sizes, batch_norm=False, multichannel=False) -> TextCNN:
+def random_model(clf: TextCNNClassifier, *, window_sizes, batch_norm=False, multichannel=False,
+                 ngram_features=0) -> TextCNN:
     """A model of the classifier's shape with random weights of size ~1 and, with batch norm, random statistics."""
     model = TextCNN(vocab_size=len(clf.vocab_), embedding_size=8, feature_size=6, window_sizes=window_sizes,
-                    num_class=len(clf.classes_), batch_norm=batch_norm, multichannel=multichannel)
-    gen = torch.Generator().manual_seed(sum(window_sizes) + 10 * batch_norm + 100 * multichannel)
+                    num_class=len(clf.classes_), batch_norm=batch_norm, multichannel=multichannel,
+                    ngram_features=ngram_features, ngram_embedding_size=5)
+    gen = torch.Generator().manual_seed(sum(window_sizes) + 10 * batch_norm + 100 * multichannel + ngram_features)
     with torch.no_grad():
         for name, p in [*model.named_parameters(), *model.named_buffers()]:
             if name.endswith("num_batches_tracked"):
@@ -137,9 +149,9 @@ def random_model(clf: TextCNNClassifier, *, window_sizes, batch_norm=False, mult
             elif p.dim() > 1 and "embedding" not in name:
                 x /= p[0].numel() ** 0.5
             p.copy_(x)
-        for table in (model.embedding, model.static_embedding):
+        for table in (model.embedding, model.static_embedding, model.ngram_embedding):
             if table is not None:
-                table.weight[0] = 0.0  # the padding row
+                table.weight[0] = 0.0  # the padding row (bucket 0, no n-gram, in the channel)
     return model.eval()
 
 
@@ -154,7 +166,8 @@ def clf(request, carrier) -> TextCNNClassifier:
     params = MODELS[request.param]
     clf = copy.deepcopy(carrier)
     clf.config_ = dataclasses.replace(clf.config_, window_sizes=params["window_sizes"],
-                                      batch_norm=params.get("batch_norm", False))
+                                      batch_norm=params.get("batch_norm", False),
+                                      ngram_features=params.get("ngram_features", 0), ngram_embedding_size=5)
     clf.model_ = random_model(clf, **params)  # multichannel needs pretrained vectors to train: random is as good
     return clf
 

@@ -62,7 +62,8 @@ def _check_sums(clf, texts):
         for cls, logit in zip(exp["classes"], row):
             assert cls["logit"] == pytest.approx(logit, abs=1e-4)
             by_token = sum(cls["token_scores"]) + cls["unattributed"] + cls["bias"]
-            by_ngram = sum(g["contribution"] for g in cls["ngrams"]) + cls["unattributed"] + cls["bias"]
+            grams = cls["ngrams"] + cls.get("channel_ngrams", [])  # the convolutions' and the n-gram channel's
+            by_ngram = sum(g["contribution"] for g in grams) + cls["unattributed"] + cls["bias"]
             assert by_token == pytest.approx(logit, abs=1e-4)
             assert by_ngram == pytest.approx(logit, abs=1e-4)
         assert exp["walk"]["logits"] == pytest.approx(list(row), abs=1e-4)

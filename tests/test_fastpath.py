@@ -270,7 +270,8 @@ def test_table_budget_falls_back_and_verbose_names_the_path(fitted, monkeypatch,
     clf = copy.deepcopy(fitted)
     clf.verbose = 2
     expected = clf.predict_proba(probe_texts())
-    assert "prediction path: exact per-word tables (0 MB): embedding_bag on length-sorted batches, a fused numba kernel" in capsys.readouterr().err
+    # 1 MB: the default n-gram channel's table, 131,073 buckets x 2 classes (the word tables are tiny)
+    assert "prediction path: exact per-word tables (1 MB): embedding_bag on length-sorted batches, a fused numba kernel" in capsys.readouterr().err
     clf = copy.deepcopy(fitted)
     clf.verbose = 2
     monkeypatch.setenv("TEXTCNN_NO_NUMBA", "1")

@@ -42,7 +42,7 @@ def server(model_dir, tmp_path_factory):
 def small_server(model_dir, tmp_path_factory):
     """Small limits, batching off, an access log."""
     flags = ["--max-texts", "4", "--max-text-chars", "100", "--max-body-bytes", "2000", "--no-batching",
-             "--max-explain-cost", "50", "--access-log"]
+             "--max-explain-cost", "100", "--access-log"]
     with Server(model_dir, *flags, log=tmp_path_factory.mktemp("log") / "server.log") as srv:
         yield srv
 
@@ -173,16 +173,16 @@ def test_repeated_classes_are_explained_once(server):
 
 
 def test_explain_cost_limit(small_server, clf):
-    # 2 texts of 4 tokens x 2 window sizes x 3 classes = 48 <= 50; one more class-worth of tokens passes it
+    # 2 texts of 4 tokens x (2 window sizes + the n-gram channel's 2) x 3 classes = 96 <= 100; one more token passes it
     ok = http("POST", small_server.url + "/v1/explain", {"texts": ["who was the king", "where is the river"]})
     assert ok[0] == 200 and len(ok[1]["explanations"][0]["classes"]) == 3
     status, body = http("POST", small_server.url + "/v1/explain", {"texts": ["who was the old king", "where is the river"]})
     assert status == 422
-    assert (body["limit"], body["value"]) == ("max_explain_cost", 50)
-    assert "54 n-gram scores" in body["detail"] and "--max-explain-cost" in body["detail"]
+    assert (body["limit"], body["value"]) == ("max_explain_cost", 100)
+    assert "108 n-gram scores" in body["detail"] and "--max-explain-cost" in body["detail"]
     one = http("POST", small_server.url + "/v1/explain", {"texts": ["who was the old king", "where is the river"],
                                                           "classes": ["HUM", "HUM"]})
-    assert one[0] == 200  # one distinct class: 18
+    assert one[0] == 200  # one distinct class: 36
 
 
 @pytest.mark.parametrize("path", ["/v1/predict", "/v1/explain"])

@@ -74,6 +74,8 @@ class TextCNNClassifier(LabelledPredictions):
         dropout_rate: float = _DEFAULTS.dropout_rate,
         num_class: int | None = _DEFAULTS.num_class,
         batch_norm: bool = _DEFAULTS.batch_norm,
+        ngram_features: int = _DEFAULTS.ngram_features,
+        ngram_embedding_size: int = _DEFAULTS.ngram_embedding_size,
         embedding_mode: str = _DEFAULTS.embedding_mode,
         embeddings: str | None = _DEFAULTS.embeddings,
         encoder: str | None = _DEFAULTS.encoder,
@@ -107,6 +109,8 @@ class TextCNNClassifier(LabelledPredictions):
         self.dropout_rate = dropout_rate
         self.num_class = num_class
         self.batch_norm = batch_norm
+        self.ngram_features = ngram_features
+        self.ngram_embedding_size = ngram_embedding_size
         self.embedding_mode = embedding_mode
         self.embeddings = embeddings
         self.encoder = encoder

@@ -16,6 +16,13 @@ Windows are summed into:
 Only a text with no tokens at all has windows that cover none; their contribution is ``unattributed``.
 So ``sum(token_scores) + unattributed + bias == logit`` and the same for the n-grams.
 
+With the n-gram channel (``ngram_features`` > 0) the logit has a second, linear term: the channel's
+linear layer on the mean of the text's uni- and bigram vectors. Each n-gram's share is its vector
+through that layer divided by the number of n-grams; these are listed per class as
+``channel_ngrams`` (with character spans, like ``ngrams``), added to ``token_scores`` (a bigram's
+split over its two tokens), and the channel's bias is part of ``bias``. The sums above still hold, the
+n-grams' with both lists: ``sum(ngrams) + sum(channel_ngrams) + unattributed + bias == logit``.
+
 Example:
     >>> from textcnn import TextCNNClassifier
     >>> clf = TextCNNClassifier(epochs=1, verbose=0).fit(["good film", "bad film"] * 20, ["pos", "neg"] * 20)
@@ -35,7 +42,7 @@ import torch
 
 from .data import check_texts, length_batches, pad_batch, to_python
 from .errors import ConfigError
-from .model import min_length
+from .model import min_length, ngram_bucket
 from .vocab import UNK_ID
 
 EXPLAIN_BATCH = 256
@@ -77,7 +84,11 @@ def explain(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> li
     weight = clf.model_.fc.weight.detach().cpu().double().numpy()  # (C, F*n)
     bias = clf.model_.fc.bias.detach().cpu().double().numpy()  # (C,)
     # The prediction shown comes from these very logits (the exact float32 model), not a faster path.
-    logits = pooled @ weight.T + bias  # (N, C)
+    logits_shape = (len(ids), len(bias))
+    channel = [_channel(clf.model_, x) for x in ids]  # per text: (C, n-grams) contributions and their spans
+    if clf.model_.ngram_fc is not None:
+        bias = bias + clf.model_.ngram_fc.bias.detach().cpu().double().numpy()  # (C,)
+    logits = pooled @ weight.T + bias + np.array([c.sum(axis=1) for c, _ in channel]).reshape(logits_shape)  # (N, C)
     records = clf._records(texts, clf._proba_from_logits(logits), len(clf.classes_))
     out = []
     for i, text in enumerate(texts):
@@ -90,9 +101,9 @@ def explain(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> li
             "n_tokens": len(spans[i]),
             "truncated": len(spans[i]) > limit,
             "prediction": {k: v for k, v in records[i].items() if k != "text"},
-            "walk": _walk(clf, text, used, pooled[i], positions[i], contrib, bias),
-            "classes": [_class_explanation(clf, text, used, positions[i], contrib[c], bias[c], c, records[i])
-                        for c in class_idx],
+            "walk": _walk(clf, text, used, pooled[i], positions[i], contrib, bias, channel[i][0]),
+            "classes": [_class_explanation(clf, text, used, positions[i], contrib[c], bias[c], c, records[i],
+                                           (channel[i][0][c], channel[i][1])) for c in class_idx],
         }
         out.append(exp)
     return out
@@ -114,7 +125,7 @@ def _class_indices(clf, classes: Sequence | None) -> list[int]:
 
 def explain_cost(clf, texts: Iterable[str], *, classes: Sequence | None = None) -> int:
     """An upper bound on the n-gram scores :func:`explain` would return: for each text, its used tokens
-    (at least 1) x its window sizes x the distinct classes asked. The server refuses requests over
+    (at least 1) x (its window sizes, + 2 with the n-gram channel) x the distinct classes asked. The server refuses requests over
     ``--max-explain-cost`` with it before doing the work.
 
     Raises:
@@ -126,7 +137,8 @@ def explain_cost(clf, texts: Iterable[str], *, classes: Sequence | None = None) 
     n_classes = len(_class_indices(clf, classes))
     limit = clf.config_.max_text_len
     tokens = sum(max(1, min(len(clf.tokenizer_.tokenize(t)), limit)) for t in texts)
-    return tokens * len(clf.config_.window_sizes) * n_classes
+    per_token = len(clf.config_.window_sizes) + (2 if clf.config_.ngram_features else 0)  # the channel: uni + bi
+    return tokens * per_token * n_classes
 
 
 @torch.inference_mode()
@@ -151,6 +163,22 @@ def _pool_all(model, ids, min_len: int) -> tuple[np.ndarray, np.ndarray]:
     return pooled.astype(np.float64), positions
 
 
+def _channel(model, ids: list[int]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The n-gram channel's contributions to each class (C, G) for one text's G n-grams, and their token spans.
+
+    Each n-gram's vector through the channel's linear layer, divided by G (the layer's bias apart):
+    they sum to ``model.ngram_logits(ids) - bias``. No channel, or no tokens: (C, 0).
+    """
+    if model.ngram_fc is None:
+        return np.zeros((model.fc.out_features, 0)), []
+    spans = [(t, t + 1) for t in range(len(ids))] + [(t, t + 2) for t in range(len(ids) - 1)]
+    buckets = [ngram_bucket(ids[s], ids[e - 1] if e - s == 2 else 0, model.ngram_embedding.num_embeddings - 1)
+               for s, e in spans]
+    vectors = model.ngram_embedding.weight.detach()[buckets].cpu().double().numpy()  # (G, D)
+    w = model.ngram_fc.weight.detach().cpu().double().numpy()  # (C, D)
+    return (w @ vectors.T) / max(len(spans), 1), spans  # (C, G)
+
+
 def _filter_windows(model, positions: np.ndarray, n_tokens: int) -> list[tuple[int, int, int]]:
     """Per filter: (window size, first token, end token) of the real tokens its winning window covers."""
     feature_size = model.fc.in_features // len(model.window_sizes)
@@ -162,10 +190,13 @@ def _filter_windows(model, positions: np.ndarray, n_tokens: int) -> list[tuple[i
     return out
 
 
-def _class_explanation(clf, text, used, positions, contrib, bias, c, record) -> dict:
-    """One class: token scores, n-grams and the parts that add up to its logit."""
+def _class_explanation(clf, text, used, positions, contrib, bias, c, record, channel) -> dict:
+    """One class: token scores, n-grams (the convolutions' and the channel's) and the parts that add up to its logit."""
     n = len(used)
     token_scores = np.zeros(n)
+    values, spans = channel  # the n-gram channel's (G,) contributions and spans; empty without it
+    for (start, end), value in zip(spans, values):
+        token_scores[start:end] += value / (end - start)
     ngrams: dict[tuple[int, int], list] = {}
     unattributed = 0.0
     for (k, start, end), value in zip(_filter_windows(clf.model_, positions, n), contrib):
@@ -180,9 +211,9 @@ def _class_explanation(clf, text, used, positions, contrib, bias, c, record) -> 
         entry[1] += 1
     label = clf.classes_[c]
     probs = {str(t["label"]): t["probability"] for t in record["top_k"]}
-    return {
+    exp = {
         "label": to_python(label),
-        "logit": float(bias + contrib.sum()),
+        "logit": float(bias + contrib.sum() + values.sum()),
         "probability": probs[str(label)],
         "bias": float(bias),
         "token_scores": [float(s) for s in token_scores],
@@ -190,6 +221,10 @@ def _class_explanation(clf, text, used, positions, contrib, bias, c, record) -> 
                          key=lambda g: -g["contribution"]),
         "unattributed": float(unattributed),
     }
+    if clf.model_.ngram_fc is not None:
+        exp["channel_ngrams"] = sorted((_ngram(clf, text, used, s, e, v, 0) for (s, e), v in zip(spans, values)),
+                                       key=lambda g: -g["contribution"])
+    return exp
 
 
 def _ngram(clf, text: str, used, start: int, end: int, value: float, filters: int) -> dict:
@@ -208,7 +243,7 @@ def ngram_key(clf, tokens: list[str]) -> str:
     return ("" if clf.tokenizer_.name == "char" else " ").join(tokens)
 
 
-def _walk(clf, text, used, pooled, positions, contrib, bias) -> dict:
+def _walk(clf, text, used, pooled, positions, contrib, bias, channel) -> dict:
     """The seed's shape walk-through for this one text, with the winner of each window size."""
     model = clf.model_
     n = len(used)
@@ -237,7 +272,7 @@ def _walk(clf, text, used, pooled, positions, contrib, bias) -> dict:
     return {
         "token_ids_shape": [1, length], "embedding_shape": [1, length, emb], "permuted_shape": [1, emb, length],
         "branches": branches, "concat_shape": [1, model.fc.in_features],
-        "logits": [float(x) for x in bias + contrib.sum(axis=1)],
+        "logits": [float(x) for x in bias + contrib.sum(axis=1) + channel.sum(axis=1)],
         "labels": [to_python(c) for c in clf.classes_],
     }
 

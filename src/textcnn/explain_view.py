@@ -46,22 +46,31 @@ def render_explanation(console: Console, exp: dict, label: str | None, top: int)
     shown = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in pred["top_k"][:3])
     console.print(Text.assemble(("predicted: ", "bold"), shown))
     attributed = cls["logit"] - cls["bias"]
+    channel = sum(g["contribution"] for g in cls.get("channel_ngrams", []))
+    parts = (f"n-grams {attributed:+.3f}" if "channel_ngrams" not in cls else
+             f"convolution n-grams {attributed - channel:+.3f} + n-gram channel {channel:+.3f}")
     console.print(Text.assemble(
         ("explaining: ", "bold"), (str(cls["label"]), "bold cyan"),
-        f"  logit {cls['logit']:+.3f} = bias {cls['bias']:+.3f} + n-grams {attributed:+.3f}"))
+        f"  logit {cls['logit']:+.3f} = bias {cls['bias']:+.3f} + {parts}"))
     console.print(coloured_text(exp, cls))
     if exp["truncated"]:
         console.print(f"[dim](cut to the first {len(exp['tokens'])} of {exp['n_tokens']} tokens: max_text_len)[/dim]")
+    console.print(ngram_table(cls["ngrams"], top, "filters", lambda g: str(g["filters"])))
+    if "channel_ngrams" in cls:  # each uni- or bigram's share of the n-gram channel's mean bag
+        console.print(ngram_table(cls["channel_ngrams"], top, "n-gram channel", lambda g: "bag"))
+    console.print()
+
+
+def ngram_table(ngrams: list[dict], top: int, source: str, source_of) -> Table:
+    """The ``top`` n-grams for the class and up to 3 most against it, with their contributions."""
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("contribution", justify="right")
-    table.add_column("filters", justify="right")
+    table.add_column(source, justify="right")
     table.add_column("n-gram")
-    ngrams = cls["ngrams"]
     for g in ngrams[:top] + [g for g in ngrams[-top:] if g["contribution"] < 0 and g not in ngrams[:top]][-3:]:
         colour = "green" if g["contribution"] > 0 else "red"
-        table.add_row(f"[{colour}]{g['contribution']:+.3f}[/{colour}]", str(g["filters"]), g["text"])
-    console.print(table)
-    console.print()
+        table.add_row(f"[{colour}]{g['contribution']:+.3f}[/{colour}]", source_of(g), g["text"])
+    return table
 
 
 def render_corpus(console: Console, tops: dict[str, list[dict]], n_texts: int) -> None:

@@ -15,6 +15,10 @@ in float32 up to summation order. One table serves two engines:
   ring of running window sums and keeps the maxima, with no per-call PyTorch overhead. Without numba
   (or with ``TEXTCNN_NO_NUMBA=1``), and for batch-norm models, embedding_bag serves these too.
 
+The n-gram channel is linear, so it gets a table too: each bucket's vector through the channel's
+linear layer, ``(buckets + 1, classes)``; a text's term is the mean of its n-grams' rows plus the
+layer's bias (``embedding_bag`` in mean mode for batches, a small numba kernel for a few texts).
+
 Memory rule: the tables hold ``vocab_size * feature_size * sum(window_sizes)`` float32 numbers
 (the seed's 50,000 words, 100 filters, windows 3-6: 343 MB). They are built lazily at the first
 prediction (a fraction of a second), rebuilt when the weights change (see :class:`WeightsKey` for
@@ -53,16 +57,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .model import TextCNN, _invalid_windows, pad_to_widest, text_lengths
+from .model import TextCNN, _invalid_windows, ngram_bucket, ngram_buckets, pad_to_widest, text_lengths
+from .vocab import PAD_ID
 
 DEFAULT_TABLE_MAX_MB = 1024
 
 
 def table_bytes(model: TextCNN) -> int:
-    """Bytes the prediction tables of ``model`` take: vocab * filters * sum(window sizes) * 4."""
+    """Bytes the prediction tables of ``model`` take: vocab * filters * sum(window sizes) * 4, plus
+    (n-gram buckets + 1) * classes * 4 with the n-gram channel."""
     vocab = model.embedding.num_embeddings
     filters = model.convs[0].out_channels
-    return vocab * filters * sum(model.window_sizes) * 4
+    ngrams = 0 if model.ngram_fc is None else model.ngram_embedding.num_embeddings * model.ngram_fc.out_features
+    return (vocab * filters * sum(model.window_sizes) + ngrams) * 4
 
 
 def table_budget_bytes() -> int:
@@ -143,7 +150,8 @@ torch.nn.modules.module.register_module_parameter_registration_hook(_count_regis
 def _table_sources(model: TextCNN) -> list[torch.Tensor]:
     """The tensors the tables are computed from."""
     static = [] if model.static_embedding is None else [model.static_embedding.weight]
-    return [model.embedding.weight, *static, *(p for conv in model.convs for p in (conv.weight, conv.bias))]
+    ngrams = [] if model.ngram_fc is None else [model.ngram_embedding.weight, model.ngram_fc.weight]
+    return [model.embedding.weight, *static, *(p for conv in model.convs for p in (conv.weight, conv.bias)), *ngrams]
 
 
 def _probes(t: torch.Tensor, n: int) -> list[ctypes.c_int32]:
@@ -187,6 +195,9 @@ class TableEngine:
             self.rows = rows  # row w*S + kofs[i] + j, for embedding_bag
             self.table = rows[:-1].numpy().reshape(x.shape[0], blocks * n_filters)  # (V, S*F) view, for the kernel
             self.bias = torch.cat([conv.bias for conv in model.convs]).numpy().copy()  # (F*n,)
+            self.ngram_scores = None  # bucket b's term of the logits: row b, (N + 1, C); row 0 is zero
+            if model.ngram_fc is not None:
+                self.ngram_scores = model.ngram_embedding.weight @ model.ngram_fc.weight.T  # (N + 1, C)
 
     def is_current(self) -> bool:
         """Whether the weights the tables copy are unchanged since they were built (see :class:`WeightsKey`)."""
@@ -207,7 +218,16 @@ class TableEngine:
         np.cumsum(lengths, out=starts[1:])
         flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(starts[-1]))
         with torch.no_grad():
-            return self.model.fc(torch.from_numpy(self._pool_flat(flat, starts)))  # (N, C)
+            logits = self.model.fc(torch.from_numpy(self._pool_flat(flat, starts)))  # (N, C)
+            if self.ngram_scores is None:
+                return logits
+            return logits + self._ngram_flat(flat, starts)  # (N, C)
+
+    def _ngram_flat(self, flat: np.ndarray, starts: np.ndarray) -> torch.Tensor:
+        """The n-gram channel's term (N, C) of texts ``flat[starts[b]:starts[b + 1]]`` (the numba kernel)."""
+        bag = np.empty((starts.size - 1, self.ngram_scores.shape[1]), dtype=np.float32)  # (N, C)
+        ngram_kernel()(flat, starts, self.ngram_scores.numpy(), self.ngram_scores.shape[0] - 1, bag)
+        return torch.from_numpy(bag) + self.model.ngram_fc.bias  # (N, C)
 
     def _pool_flat(self, flat: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """Pooled features (N, F*n) of texts ``flat[starts[b]:starts[b + 1]]``, split over threads by tokens."""
@@ -250,8 +270,21 @@ class TableEngine:
         return torch.cat(values, dim=1)  # (B, F*n)
 
     @torch.no_grad()
+    def ngram_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """The same as ``model.ngram_logits(ids)``: (B, T) ids -> (B, C), the mean of the n-grams' table rows."""
+        if ngram_kernel() is not None:  # the kernel on the unpadded texts: no (B, 2T-1) buckets to hash and gather
+            lengths = text_lengths(ids).numpy()  # (B,)
+            starts = np.zeros(lengths.size + 1, dtype=np.int64)
+            np.cumsum(lengths, out=starts[1:])
+            return self._ngram_flat(ids[ids != PAD_ID].numpy(), starts)  # right-padded: row-major order is text order
+        buckets = ngram_buckets(ids, self.ngram_scores.shape[0] - 1)  # (B, 2T-1)
+        mean = F.embedding_bag(buckets, self.ngram_scores, mode="mean", padding_idx=0)  # (B, C); no n-grams: 0
+        return mean + self.model.ngram_fc.bias  # (B, C)
+
+    @torch.no_grad()
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.fc(self.pool(ids))  # (B, C)
+        logits = self.model.fc(self.pool(ids))  # (B, C)
+        return logits if self.ngram_scores is None else logits + self.ngram_logits(ids)  # (B, C)
 
 
 def offset_weights(model: TextCNN) -> torch.Tensor:
@@ -418,7 +451,34 @@ def _pool_kernel_source(ids, starts, lo, hi, table, ks, kofs, bias, out):  # pra
                 out[b, i * n_filters + f] = max(best[i, f] + bias[i * n_filters + f], 0.0)
 
 
+def _ngram_kernel_source(ids, starts, scores, n_buckets, out):  # pragma: no cover (runs compiled)
+    """``out[b]``: the mean of ``scores``' rows over text b's n-gram buckets (zeros for an empty text).
+
+    Text b's ids are ``ids[starts[b]:starts[b + 1]]``; its n-grams are each id and each adjacent
+    pair, hashed by :func:`textcnn.model.ngram_bucket` (the same integer arithmetic, compiled).
+    """
+    n_classes = scores.shape[1]
+    acc = np.zeros(n_classes, np.float64)
+    for b in range(starts.size - 1):
+        s0, s1 = starts[b], starts[b + 1]
+        for c in range(n_classes):
+            acc[c] = 0.0
+        for t in range(s0, s1):
+            row = scores[_bucket(np.int64(ids[t]), np.int64(0), n_buckets)]
+            for c in range(n_classes):
+                acc[c] += row[c]
+            if t + 1 < s1:
+                row = scores[_bucket(np.int64(ids[t]), np.int64(ids[t + 1]), n_buckets)]
+                for c in range(n_classes):
+                    acc[c] += row[c]
+        count = max(2 * (s1 - s0) - 1, 1)
+        for c in range(n_classes):
+            out[b, c] = acc[c] / count
+
+
+_bucket = ngram_bucket  # compiled by _jit for the kernels
 _KERNEL = None
+_NGRAM_KERNEL = None
 _KERNEL_ERROR: str | None = None
 
 
@@ -428,24 +488,37 @@ def fused_kernel():
     Compiled on first use (a few seconds) and cached on disk by numba, so later processes only load
     it (about half a second, with numba's import).
     """
-    global _KERNEL, _KERNEL_ERROR
+    global _KERNEL, _NGRAM_KERNEL, _KERNEL_ERROR
     if os.environ.get("TEXTCNN_NO_NUMBA"):
         return None
     if _KERNEL is None and _KERNEL_ERROR is None:
         try:
             import numba
 
-            try:
-                kernel = numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)(_pool_kernel_source)
-            except RuntimeError:  # no writable cache folder (a read-only install): compile per process
-                kernel = numba.njit(nogil=True, fastmath=_FASTMATH)(_pool_kernel_source)
+            kernel, ngrams = _jit(numba, _pool_kernel_source), _jit(numba, _ngram_kernel_source)
             one = np.ones(1, dtype=np.float32)  # compiles (or loads) now, so a failure falls back here
             kernel(np.zeros(1, np.int32), np.array([0, 1]), 0, 1, np.zeros((1, 1), np.float32),
                    np.array([1]), np.array([0]), one, np.empty((1, 1), np.float32))
-            _KERNEL = kernel
+            ngrams(np.zeros(1, np.int32), np.array([0, 1]), np.zeros((2, 1), np.float32), 1, np.empty((1, 1), np.float32))
+            _KERNEL, _NGRAM_KERNEL = kernel, ngrams
         except Exception as e:  # ImportError, or a numba that cannot build for this platform
             _KERNEL_ERROR = f"numba unavailable: {e}"
     return _KERNEL
+
+
+def ngram_kernel():
+    """The compiled n-gram channel kernel (compiled with :func:`fused_kernel`, None where that is)."""
+    return _NGRAM_KERNEL if fused_kernel() is not None else None
+
+
+def _jit(numba, source):
+    """``source`` compiled without the GIL, cached on disk where the install is writable."""
+    global _bucket
+    _bucket = numba.njit(ngram_bucket)  # the kernels call the model's own hash, compiled
+    try:
+        return numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)(source)
+    except RuntimeError:  # no writable cache folder (a read-only install): compile per process
+        return numba.njit(nogil=True, fastmath=_FASTMATH)(source)
 
 
 def no_kernel_reason() -> str:
@@ -484,7 +557,17 @@ def deduplicated_forward(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
             c = F.embedding_bag(bags.reshape(-1, k), rows, mode="sum")  # (B*L, F)
             v = c.view(ids.shape[0], -1, n_filters).amax(dim=1)  # (B, F)
         values.append(model.after_max(v, i))  # (B, F)
-    return model.fc(model.dropout(torch.cat(values, dim=1)))  # (B, C)
+    logits = model.fc(model.dropout(torch.cat(values, dim=1)))  # (B, C)
+    return logits if model.ngram_fc is None else logits + _ngram_logits(model, ids)  # (B, C)
+
+
+def _ngram_logits(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
+    """``model.ngram_logits(ids)`` through ``embedding_bag`` (mean, bucket 0 left out): the gather and the
+    mean in one kernel, and a sparse gradient of the rows used, without the (B, 2T-1, D) vectors."""
+    table = model.ngram_embedding
+    buckets = ngram_buckets(ids, table.num_embeddings - 1)  # (B, 2T-1)
+    mean = F.embedding_bag(buckets, table.weight, mode="mean", padding_idx=0, sparse=table.sparse)  # (B, D)
+    return model.ngram_fc(mean)  # (B, C)
 
 
 WINNERS_MIN_WINDOWS = 100  # measured: below ~100 windows the plain backward of all sums is faster

@@ -15,7 +15,14 @@ forward in :mod:`textcnn.fastpath`, the explanations) derives the function from 
 :func:`min_length` and :func:`pad_to_widest` (the padding rule), :func:`text_lengths` and
 :func:`_invalid_windows` (which windows may win), :meth:`TextCNN.lookup` (the convolutions' input
 vectors), :meth:`TextCNN.before_max` and :meth:`TextCNN.after_max` (bias, batch norm and ReLU
-around the max). ``tests/test_engines.py`` checks every engine against this forward.
+around the max), and :func:`ngram_buckets` with :meth:`TextCNN.ngram_logits` (the n-gram channel).
+``tests/test_engines.py`` checks every engine against this forward.
+
+The n-gram channel (``ngram_features`` > 0) is a second, linear path from the same ids to the
+logits, fastText-like: every token id and every adjacent pair of ids is hashed into one of N
+buckets (:func:`ngram_bucket`, integer arithmetic that NumPy, numba and ONNX compute alike), the
+buckets' learned vectors are averaged, and the channel's own linear layer maps the mean to a term
+added to the logits. No dropout and no max-norm there (Kim's constraint stays on ``fc``).
 
 With an encoder input (:mod:`textcnn.encoder`) there is no embedding table: ``forward(ids, vectors)``
 takes the encoder's states (B, T, C_in) as the convolutions' input; the ids (word pieces) still say
@@ -45,6 +52,25 @@ def pad_to_widest(ids: torch.Tensor, window_sizes: tuple[int, ...]) -> torch.Ten
     return F.pad(ids, (0, short), value=PAD_ID) if short > 0 else ids  # (B, max(T, max_k))
 
 
+# The n-gram hash: ((first * A + second) mod M * B) mod N, buckets 1..N (0 is "no n-gram", a zero row).
+# A unigram is the pair (id, PAD_ID); a bigram's ids are never padding. Every product stays below
+# 2**63 for ids below 2**32, so int64 arithmetic (torch, NumPy, numba, ONNX) gives the same buckets.
+NGRAM_A, NGRAM_M, NGRAM_B = 1_000_000_007, 2_147_483_647, 2_654_435_761
+
+
+def ngram_bucket(first, second, n_buckets: int):
+    """The bucket (1..n_buckets) of the n-gram (first, second): ints, NumPy arrays or torch tensors alike."""
+    return (first * NGRAM_A + second) % NGRAM_M * NGRAM_B % n_buckets + 1
+
+
+def ngram_buckets(ids: torch.Tensor, n_buckets: int) -> torch.Tensor:
+    """Right-padded ids (B, T) -> each text's n-gram buckets (B, 2T-1): T unigrams, then T-1 bigrams; 0 where none."""
+    real = ids != PAD_ID  # (B, T)
+    uni = ngram_bucket(ids, torch.zeros_like(ids), n_buckets).masked_fill(~real, 0)  # (B, T)
+    bi = ngram_bucket(ids[:, :-1], ids[:, 1:], n_buckets).masked_fill(~(real[:, :-1] & real[:, 1:]), 0)  # (B, T-1)
+    return torch.cat([uni, bi], dim=1)  # (B, 2T-1)
+
+
 def text_lengths(ids: torch.Tensor) -> torch.Tensor:
     """Real tokens per row of right-padded ids (B, T): (B,)."""
     return (ids != PAD_ID).sum(dim=1)  # (B,)
@@ -63,6 +89,8 @@ class TextCNN(nn.Module):
         dropout_rate: dropout on the pooled features (training only).
         batch_norm: BatchNorm1d after each convolution.
         multichannel: a second, frozen embedding table whose vectors every filter also sees.
+        ngram_features: hash buckets of the n-gram channel (uni- and bigrams of the ids); 0: no channel.
+        ngram_embedding_size: the size of the n-gram channel's vectors.
     """
 
     def __init__(
@@ -76,6 +104,8 @@ class TextCNN(nn.Module):
         dropout_rate: float = 0.5,
         batch_norm: bool = False,
         multichannel: bool = False,
+        ngram_features: int = 0,
+        ngram_embedding_size: int = 100,
     ) -> None:
         super().__init__()
         self.window_sizes = tuple(window_sizes)
@@ -91,6 +121,13 @@ class TextCNN(nn.Module):
         self.fc = nn.Linear(feature_size * len(self.window_sizes), num_class)
         self.weights_version = 0  # see weights_changed
         self.reset_embeddings()
+        self.ngram_embedding = self.ngram_fc = None  # created last: the CNN's initial weights stay as without
+        if ngram_features > 0:
+            self.ngram_embedding = nn.Embedding(ngram_features + 1, ngram_embedding_size, padding_idx=0)
+            with torch.no_grad():
+                self.ngram_embedding.weight.uniform_(-0.25, 0.25)
+                self.ngram_embedding.weight[0].zero_()  # bucket 0: no n-gram
+            self.ngram_fc = nn.Linear(ngram_embedding_size, num_class)
 
     def reset_embeddings(self) -> None:
         # Kim 2014: unknown words drawn from U[-0.25, 0.25]; the padding row is zero.
@@ -167,7 +204,16 @@ class TextCNN(nn.Module):
         return (pooled, torch.cat(positions, dim=1)) if return_positions else pooled
 
     def forward(self, ids: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
-        return self.fc(self.dropout(self.pool(ids, vectors)))  # (B, C)
+        logits = self.fc(self.dropout(self.pool(ids, vectors)))  # (B, C)
+        return logits if self.ngram_fc is None else logits + self.ngram_logits(ids)  # (B, C)
+
+    def ngram_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """The n-gram channel's term of the logits (B, C): its linear layer on the mean of the text's
+        n-gram vectors (ids (B, T), right-padded; a text without tokens gives the layer's bias)."""
+        buckets = ngram_buckets(ids, self.ngram_embedding.num_embeddings - 1)  # (B, 2T-1)
+        total = self.ngram_embedding(buckets).sum(dim=1)  # (B, D): bucket 0's row is zero
+        count = (buckets != 0).sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+        return self.ngram_fc(total / count)  # (B, C)
 
     @torch.no_grad()
     def apply_max_norm(self, max_norm: float) -> None:
@@ -200,7 +246,14 @@ class TextCNN(nn.Module):
         steps.append(("cat(dim=1)", cat))
         flat = cat.view(cat.shape[0], -1)  # (B, F*n)
         steps.append((f"view(-1, {flat.shape[1]})", flat))
-        steps.append(("dropout, fc", self.fc(self.dropout(flat))))  # (B, C)
+        logits = self.fc(self.dropout(flat))  # (B, C)
+        steps.append(("dropout, fc", logits))
+        if self.ngram_fc is not None:
+            buckets = ngram_buckets(ids, self.ngram_embedding.num_embeddings - 1)  # (B, 2T-1)
+            steps.append(("n-gram buckets (uni + bi)", buckets))
+            steps.append(("n-gram vectors", self.ngram_embedding(buckets)))  # (B, 2T-1, D)
+            logits = logits + self.ngram_logits(ids)  # (B, C)
+            steps.append(("mean, n-gram fc, + logits", logits))
         return steps
 
 
@@ -224,5 +277,6 @@ def build_model(cfg: TextCNNConfig, vocab_size: int) -> TextCNN:
             vocab_size=None if cfg.encoder else vocab_size, embedding_size=cfg.embedding_size or DEFAULT_EMBEDDING_SIZE,
             feature_size=cfg.feature_size, window_sizes=cfg.window_sizes or default_window_sizes(cfg.tokenizer),
             num_class=cfg.num_class, dropout_rate=cfg.dropout_rate, batch_norm=cfg.batch_norm,
-            multichannel=cfg.embedding_mode == "multichannel",
+            multichannel=cfg.embedding_mode == "multichannel", ngram_features=cfg.ngram_features,
+            ngram_embedding_size=cfg.ngram_embedding_size,
         )

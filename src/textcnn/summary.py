@@ -35,6 +35,9 @@ def parameter_counts(model: TextCNN) -> list[tuple[str, int]]:
     if model.norms is not None:
         rows.append(("batch norms", sum(p.numel() for p in model.norms.parameters())))
     rows.append(("fc", sum(p.numel() for p in model.fc.parameters())))
+    if model.ngram_fc is not None:
+        rows.append(("n-gram vectors", model.ngram_embedding.weight.numel()))
+        rows.append(("n-gram fc", sum(p.numel() for p in model.ngram_fc.parameters())))
     return rows
 
 

@@ -112,21 +112,31 @@ function renderHighlights() {
   });
   if (pos < exp.text.length) box.append(el("span", { class: "cut" }, exp.text.slice(pos)));
   if (exp.truncated) box.append(el("div", { class: "muted small" }, `(only the first ${exp.tokens.length} of ${exp.n_tokens} tokens are read: max_text_len)`));
-  $("#logit-sum").textContent =
-    `logit ${fmt(cls.logit)} = bias ${fmt(cls.bias)} + n-grams ${fmt(cls.logit - cls.bias)}`;
+  const channel = cls.channel_ngrams ? cls.channel_ngrams.reduce((a, g) => a + g.contribution, 0) : null;
+  $("#logit-sum").textContent = channel === null
+    ? `logit ${fmt(cls.logit)} = bias ${fmt(cls.bias)} + n-grams ${fmt(cls.logit - cls.bias)}`
+    : `logit ${fmt(cls.logit)} = bias ${fmt(cls.bias)} + convolution n-grams ${fmt(cls.logit - cls.bias - channel)}` +
+      ` + n-gram channel ${fmt(channel)}`;
   renderNgrams(cls);
 }
 
+// The convolutions' n-grams (filters won), and the n-gram channel's (each n-gram's share of the mean bag).
 function renderNgrams(cls) {
-  const table = $("#ngrams");
-  table.replaceChildren(el("tr", {}, el("th", {}, "n-gram"), el("th", {}, "filters"), el("th", {}, "contribution")));
-  const pos = cls.ngrams.filter((g) => g.contribution > 0).slice(0, 5);
-  const neg = cls.ngrams.filter((g) => g.contribution < 0).slice(-3).reverse();
-  const scale = Math.max(0, ...cls.ngrams.map((g) => Math.abs(g.contribution)));
+  ngramTable($("#ngrams"), cls.ngrams, "filters", (g) => g.filters);
+  const channel = $("#channel-ngrams");
+  channel.hidden = !cls.channel_ngrams;
+  if (cls.channel_ngrams) ngramTable(channel, cls.channel_ngrams, "n-gram channel", () => "bag");
+}
+
+function ngramTable(table, ngrams, source, sourceOf) {
+  table.replaceChildren(el("tr", {}, el("th", {}, "n-gram"), el("th", {}, source), el("th", {}, "contribution")));
+  const pos = ngrams.filter((g) => g.contribution > 0).slice(0, 5);
+  const neg = ngrams.filter((g) => g.contribution < 0).slice(-3).reverse();
+  const scale = Math.max(0, ...ngrams.map((g) => Math.abs(g.contribution)));
   for (const g of [...pos, ...neg]) {
     table.append(el("tr", { class: "ngram", "data-contribution": g.contribution.toFixed(6) },
       el("td", {}, el("span", { class: "chip", style: `background: ${colour(g.contribution, scale)}` }, g.text)),
-      el("td", { class: "mono" }, g.filters),
+      el("td", { class: "mono" }, sourceOf(g)),
       el("td", { class: "mono " + (g.contribution > 0 ? "pos-text" : "neg-text") }, fmt(g.contribution))));
   }
 }
