@@ -21,7 +21,8 @@ from .conftest import FILLER, NEGATIVE, POSITIVE, make_corpus
 transformers = pytest.importorskip("transformers", reason="the encoder input needs pip install 'textcnn[encoder]'")
 tokenizers = pytest.importorskip("tokenizers")
 
-HEAD = dict(feature_size=16, window_sizes=(2, 3), epochs=4, batch_size=16, learning_rate=0.01, verbose=0)
+HEAD = dict(feature_size=16, window_sizes=(2, 3), epochs=4, batch_size=16, learning_rate=0.01, verbose=0,
+            ngram_features=256, ngram_embedding_size=8)  # a small n-gram channel over the word pieces
 EXTRA_WORDS = ["é", "ü", "café", "naïve", "日", "本", "😀"]
 
 
@@ -153,8 +154,11 @@ def test_explanations_are_exact_and_map_pieces_to_characters(encoder_clf):
             assert tok["token"] == "[UNK]" or text[tok["start"]:tok["end"]].lower() == piece
         for c in exp["classes"]:
             assert abs(sum(c["token_scores"]) + c["unattributed"] + c["bias"] - c["logit"]) < 1e-4
-            assert abs(sum(g["contribution"] for g in c["ngrams"]) + c["unattributed"] + c["bias"] - c["logit"]) < 1e-4
-            for g in c["ngrams"]:
+            channel = sum(g["contribution"] for g in c["channel_ngrams"])  # the n-gram channel over word pieces
+            assert abs(sum(g["contribution"] for g in c["ngrams"]) + channel + c["unattributed"] + c["bias"]
+                       - c["logit"]) < 1e-4
+            assert bool(c["channel_ngrams"]) == bool(text)  # every piece and pair of a text, none for ""
+            for g in c["ngrams"] + c["channel_ngrams"]:
                 assert g["text"] == text[g["char_start"]:g["char_end"]]
     first = encoder_clf.explain(texts[:1])[0]
     spans = [(t["token"], text) for t in first["tokens"] for text in [texts[0][t["start"]:t["end"]]]]

@@ -21,6 +21,7 @@ PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 MONITORS = ("auto", "accuracy", "macro_f1", "micro_f1", "loss")
 SINGLE_LABEL_MONITORS = ("auto", "accuracy", "macro_f1", "loss")  # micro F1 is accuracy there: not reported
 CLASS_WEIGHTS = (None, "balanced")
+DEFAULT_NGRAM_FEATURES = 131_072  # n-gram channel buckets (on by default: dev evidence, benchmarks/README.md)
 DEFAULT_EMBEDDING_SIZE = 128  # embedding_size=None without pretrained vectors
 DEFAULT_VECTOR_VOCAB = 100_000  # vector_vocab=None with pretrained vectors
 WORD_WINDOW_SIZES = (3, 4, 5)  # window_sizes=None with word tokens (Kim 2014)
@@ -59,7 +60,7 @@ class TextCNNConfig:
         "buckets, a learned vector per bucket, and the mean vector's own linear term is added to the logits. "
         "0: no channel. On by default (2**17 buckets, a 50 MB table with 100-d vectors: dev accuracy +1.7 MR, "
         "+0.9 SST-2, +0.2 TREC, 2-seed means, benchmarks/README.md); a model saved without the field has no "
-        "channel.", default=131_072)
+        "channel.", default=DEFAULT_NGRAM_FEATURES)
     ngram_embedding_size: int = _doc("Size of the n-gram channel's vectors (with ngram_features > 0).", default=100)
     # --- embeddings (Kim 2014's variants) ---
     embedding_mode: str = _doc(

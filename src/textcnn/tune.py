@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 from .atomicdir import replace_file
 
 from .classifier import TextCNNClassifier
-from .config import TextCNNConfig, default_learning_rate, resolve_monitor
+from .config import DEFAULT_NGRAM_FEATURES, TextCNNConfig, default_learning_rate, resolve_monitor
 from .errors import ConfigError
 from .data import stratified_split
 from .labels import detect_multi_label, normalise_labels
@@ -33,7 +33,7 @@ WINDOW_CHOICES = ("auto", "1,2,3", "2,3,4", "3,4,5", "1,2,3,4", "2,3,4,5", "1,2,
 FEATURE_CHOICES = (50, 100, 200, 300)
 EPOCH_CHOICES = (5, 10, 20)
 BATCH_CHOICES = (32, 50, 64, 128)
-NGRAM_CHOICES = (0, 200_000)  # off, or hashed uni+bigram buckets (when the config has the channel)
+NGRAM_CHOICES = (0, DEFAULT_NGRAM_FEATURES)  # the n-gram channel off, or on with the default buckets
 
 # name -> how a trial draws it; the value a trial gets is a config value (window sizes: a tuple or None)
 SPACE: dict[str, Callable[[Any], Any]] = {
@@ -48,8 +48,8 @@ SPACE: dict[str, Callable[[Any], Any]] = {
 
 
 def searched(fixed: set[str]) -> list[str]:
-    """The settings a search tries: those of SPACE the config has and the caller did not fix."""
-    return [name for name in SPACE if name in TextCNNConfig.field_names() and name not in fixed]
+    """The settings a search tries: those of SPACE the caller did not fix."""
+    return [name for name in SPACE if name not in fixed]
 
 
 def _windows(text: str) -> tuple[int, ...] | None:
