@@ -276,7 +276,8 @@ class TableEngine:
             lengths = text_lengths(ids).numpy()  # (B,)
             starts = np.zeros(lengths.size + 1, dtype=np.int64)
             np.cumsum(lengths, out=starts[1:])
-            return self._ngram_flat(ids[ids != PAD_ID].numpy(), starts)  # right-padded: row-major order is text order
+            # right-padded: row-major order is text order; int32 like the unpadded path, so one compiled signature
+            return self._ngram_flat(ids[ids != PAD_ID].to(torch.int32).numpy(), starts)
         buckets = ngram_buckets(ids, self.ngram_scores.shape[0] - 1)  # (B, 2T-1)
         mean = F.embedding_bag(buckets, self.ngram_scores, mode="mean", padding_idx=0)  # (B, C); no n-grams: 0
         return mean + self.model.ngram_fc.bias  # (B, C)
