@@ -461,7 +461,7 @@ def render_table(results: dict) -> str:
         "Vectors: glove-6b-50d (English), Tencent characters (thucnews). Word-input textcnn caps: "
         + "; ".join(f"{n} {s.textcnn}" for n, s in SPECS.items() if s.textcnn)
         + ". n-gram channel: the library default (ngram_features=131072) in every textcnn row but "
-        "textcnn_no_ngram. Encoder systems ({', '.join(ENCODER_SYSTEMS)}): "
+        f"textcnn_no_ngram. Encoder systems ({', '.join(ENCODER_SYSTEMS)}): "
         + "; ".join(caps) + ". textcnn overrides (--set): " + ", ".join(sets) + ".")]
     return "\n".join(lines)
 
