@@ -190,15 +190,30 @@ def _out_of_core(args, params: dict) -> bool:
     return bool(args.cache_dir) or big or path.suffix.lower() in (".parquet", ".pq")
 
 
-def _fit_in_memory(args, params: dict, clf, world) -> None:
+def _read_train_dev(args, multi_label: bool | None, label_sep: str):
+    """TRAIN_FILE and --dev (None without it) read into memory, their labels checked by file and line."""
     train = _read(args, args.train_file)
-    multi, _, _ = detect_multi_label(train.labels, params["multi_label"], params["label_sep"])
-    _check_labels(train, multi, params["label_sep"])
-    validation = None
+    multi, _, _ = detect_multi_label(train.labels, multi_label, label_sep)
+    _check_labels(train, multi, label_sep)
+    dev = None
     if args.dev:
         dev = _read(args, args.dev)
-        _check_labels(dev, multi, params["label_sep"])
-        validation = (dev.texts, dev.labels)
+        _check_labels(dev, multi, label_sep)
+    return train, dev
+
+
+def _dev_pair(dev) -> tuple:
+    """(texts, labels) of --dev, or (None, None) without it."""
+    return (None, None) if dev is None else (dev.texts, dev.labels)
+
+
+def _stderr_log(quiet: bool) -> Callable[[str], None]:
+    return (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+
+
+def _fit_in_memory(args, params: dict, clf, world) -> None:
+    train, dev = _read_train_dev(args, params["multi_label"], params["label_sep"])
+    validation = None if dev is None else _dev_pair(dev)
     with _warnings_as_lines():
         clf.fit(train.texts, train.labels, validation_data=validation, callbacks=_checkpointer(args, world),
                 cache_dir=args.cache_dir)
@@ -209,18 +224,11 @@ def cmd_tune(args) -> int:
 
     budget = parse_budget(args.budget)
     fixed = given_config(args)
-    train = _read(args, args.train_file)
-    multi, _, _ = detect_multi_label(train.labels, fixed.get("multi_label"), fixed.get("label_sep", "|"))
-    _check_labels(train, multi, fixed.get("label_sep", "|"))
-    dev_texts = dev_labels = None
-    if args.dev:
-        dev = _read(args, args.dev)
-        _check_labels(dev, multi, fixed.get("label_sep", "|"))
-        dev_texts, dev_labels = dev.texts, dev.labels
-    log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    base = TextCNNConfig.from_dict(fixed)
+    train, dev = _read_train_dev(args, base.multi_label, base.label_sep)
     with _warnings_as_lines():
-        result = tune(train.texts, train.labels, dev_texts, dev_labels, budget_s=budget, fixed=fixed,
-                      max_trials=args.trials, log=log)
+        result = tune(train.texts, train.labels, *_dev_pair(dev), budget_s=budget, fixed=fixed,
+                      max_trials=args.trials, log=_stderr_log(args.quiet))
     card.record_files(result.best, train=args.train_file, dev=args.dev)
     result.best.save(args.out)
     trials_path = Path(args.trials_out or default_trials_path(args.out))
@@ -235,18 +243,11 @@ def cmd_distill(args) -> int:
 
     teacher = load(args.teacher_dir)
     params = config_from_args(args)
-    train = _read(args, args.train_file)
-    _check_labels(train, False, params["label_sep"])
-    dev_texts = dev_labels = None
-    if args.dev:
-        dev = _read(args, args.dev)
-        _check_labels(dev, False, params["label_sep"])
-        dev_texts, dev_labels = dev.texts, dev.labels
-    log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    train, dev = _read_train_dev(args, params["multi_label"], params["label_sep"])
     with _warnings_as_lines():
-        student = distill(teacher, train.texts, train.labels, dev_texts, dev_labels, copies=args.copies,
+        student = distill(teacher, train.texts, train.labels, *_dev_pair(dev), copies=args.copies,
                           alpha=args.alpha, temperature=args.temperature,
-                          params={**params, "verbose": 0 if args.quiet else 1}, log=log)
+                          params={**params, "verbose": 0 if args.quiet else 1}, log=_stderr_log(args.quiet))
     card.record_files(student, train=args.train_file, dev=args.dev)
     student.training_data_["distilled"]["teacher"] = Path(args.teacher_dir).name
     student.save(args.out)
