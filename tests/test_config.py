@@ -32,7 +32,7 @@ def test_defaults_are_valid_and_round_trip():
         ("label_sep", "", r"'label_sep' parameter must be a non-empty string"),
         ("tokenizer", "", r"'tokenizer' parameter must be a tokenizer name"),
         ("seed", 1.5, r"'seed' parameter must be an int"),
-        ("embedding_lr_scale", 0, r"'embedding_lr_scale' parameter must be a float > 0. Got 0"),
+        ("embedding_lr_scale", 0, r"'embedding_lr_scale' parameter must be None or a float > 0. Got 0"),
         ("vector_vocab", -1, r"'vector_vocab' parameter must be None or an int >= 0. Got -1"),
     ],
 )

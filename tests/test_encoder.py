@@ -278,3 +278,21 @@ def test_learning_rate_none_resolves_per_input(encoder_dir):
     assert TextCNNClassifier(encoder=str(encoder_dir), **tiny).fit(texts, labels).config_.learning_rate == 1e-3
     assert TextCNNClassifier(embedding_size=8, **tiny).fit(texts, labels).config_.learning_rate == 3e-3
     assert TextCNNClassifier(learning_rate=0.02, **tiny).fit(texts, labels).config_.learning_rate == 0.02
+
+
+def test_the_ngram_channel_keeps_the_word_rate_with_an_encoder(encoder_dir, monkeypatch):
+    """embedding_lr_scale=None: the channel's table learns at 3e-3 beside a 1e-3 head (an encoder's default)."""
+    import textcnn.training as training
+
+    made = []
+    real = training.make_optimizer
+    monkeypatch.setattr(training, "make_optimizer", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    texts, labels = make_corpus(40, seed=6)
+    tiny = dict(feature_size=8, window_sizes=(2, 3), epochs=1, ngram_features=64, verbose=0)
+    clf = TextCNNClassifier(encoder=str(encoder_dir), **tiny).fit(texts, labels)
+    assert clf.config_.embedding_lr_scale == 3.0
+    dense, sparse = made[-1]
+    assert dense.param_groups[0]["lr"] == 1e-3 and sparse.param_groups[0]["lr"] == pytest.approx(3e-3)
+    assert TextCNNClassifier(embedding_size=8, **tiny).fit(texts, labels).config_.embedding_lr_scale == 1.0
+    assert TextCNNClassifier(encoder=str(encoder_dir), embedding_lr_scale=0.5, **tiny).fit(
+        texts, labels).config_.embedding_lr_scale == 0.5

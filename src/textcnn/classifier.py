@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .card import card_files, python_data, read_facts
 from .config import (DEFAULT_EMBEDDING_SIZE, DEFAULT_VECTOR_VOCAB, TextCNNConfig, check_known_keys,
-                     default_learning_rate, default_window_sizes, resolve_monitor)
+                     default_embedding_lr_scale, default_learning_rate, default_window_sizes, resolve_monitor)
 from . import distributed
 from .data import check_texts, length_batches, pad_batch, stratified_split
 from .errors import ConfigError, DataFormatError, ModelFormatError, NotFittedError
@@ -88,7 +88,7 @@ class TextCNNClassifier(LabelledPredictions):
         epochs: int = _DEFAULTS.epochs,
         batch_size: int = _DEFAULTS.batch_size,
         learning_rate: float | None = _DEFAULTS.learning_rate,
-        embedding_lr_scale: float = _DEFAULTS.embedding_lr_scale,
+        embedding_lr_scale: float | None = _DEFAULTS.embedding_lr_scale,
         weight_decay: float = _DEFAULTS.weight_decay,
         patience: int = _DEFAULTS.patience,
         monitor: str = _DEFAULTS.monitor,
@@ -341,7 +341,8 @@ class TextCNNClassifier(LabelledPredictions):
             size = check_dimension(vectors.dim, cfg.embedding_size, vectors.source)
         self.config_ = cfg.replace(num_class=len(classes), tokenizer=name, embedding_size=size,
                                    window_sizes=cfg.window_sizes or default_window_sizes(name),
-                                   learning_rate=cfg.learning_rate or default_learning_rate(cfg.encoder))
+                                   learning_rate=cfg.learning_rate or default_learning_rate(cfg.encoder),
+                                   embedding_lr_scale=cfg.embedding_lr_scale or default_embedding_lr_scale(cfg.encoder))
         self.thresholds_ = np.full(len(classes), 0.5) if multi else None
         self.model_ = build_model(self.config_, len(self.vocab_))
         words = (f"encoder {cfg.encoder} ({self.tokenizer_.num_layers} layers, {size}-d states, frozen)"

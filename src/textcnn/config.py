@@ -93,9 +93,11 @@ class TextCNNConfig:
     batch_size: int = _doc("Texts per training step.", default=50)
     learning_rate: float | None = _doc("Adam learning rate. None: 3e-3, or 1e-3 with --encoder (dev choices, "
                                        "benchmarks/README.md).", default=None)
-    embedding_lr_scale: float = _doc(
-        "Learning rate of the embedding table relative to learning_rate (SparseAdam there, Adam elsewhere).",
-        default=1.0,
+    embedding_lr_scale: float | None = _doc(
+        "Learning rate of the embedding tables (word embeddings, the n-gram channel's) relative to learning_rate "
+        "(SparseAdam there, Adam elsewhere). None: 1, or 3 with --encoder, so that the n-gram channel keeps the "
+        "word model's 3e-3 while the head learns at 1e-3 (dev choice, benchmarks/README.md).",
+        default=None,
     )
     weight_decay: float = _doc("L2 penalty on dense weights (not on embeddings).", default=0.0)
     patience: int = _doc("Stop after this many epochs without a better dev score.", default=3)
@@ -146,6 +148,11 @@ def default_window_sizes(tokenizer: str) -> tuple[int, ...]:
 def default_learning_rate(encoder: str | None) -> float:
     """The learning rate that ``learning_rate=None`` stands for with this input."""
     return WORD_LEARNING_RATE if encoder is None else ENCODER_LEARNING_RATE
+
+
+def default_embedding_lr_scale(encoder: str | None) -> float:
+    """The embedding_lr_scale that None stands for: with an encoder the channel learns at the word model's rate."""
+    return 1.0 if encoder is None else WORD_LEARNING_RATE / ENCODER_LEARNING_RATE
 
 
 def resolve_monitor(monitor: str, multi_label: bool) -> str:
@@ -215,8 +222,8 @@ def _validate(c: TextCNNConfig) -> None:
         raise _bad("dev_fraction", "a float in (0, 1)", c.dev_fraction)
     if c.learning_rate is not None and (not _is_number(c.learning_rate) or c.learning_rate <= 0):
         raise _bad("learning_rate", "None or a float > 0", c.learning_rate)
-    if not _is_number(c.embedding_lr_scale) or c.embedding_lr_scale <= 0:
-        raise _bad("embedding_lr_scale", "a float > 0", c.embedding_lr_scale)
+    if c.embedding_lr_scale is not None and (not _is_number(c.embedding_lr_scale) or c.embedding_lr_scale <= 0):
+        raise _bad("embedding_lr_scale", "None or a float > 0", c.embedding_lr_scale)
     if c.vector_vocab is not None and (not _is_int(c.vector_vocab) or c.vector_vocab < 0):
         raise _bad("vector_vocab", "None or an int >= 0", c.vector_vocab)
     if not _is_number(c.weight_decay) or c.weight_decay < 0:
