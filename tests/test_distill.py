@@ -8,7 +8,7 @@ import pytest
 import textcnn
 from textcnn import TextCNNClassifier
 from textcnn.cli import main
-from textcnn.distill import augment, distill, soft_labels
+from textcnn.distill import augment, distill, nearest_words, soft_labels, teacher_neighbours
 from textcnn.errors import DataFormatError
 
 from .conftest import TINY, make_corpus, write_csv
@@ -29,6 +29,39 @@ def test_augment_is_seeded_new_and_bounded():
 def test_augment_characters_for_text_without_spaces():
     out = augment(["这部电影非常好看"], 5, seed=0, characters=True)
     assert out and all(" " not in t and _subsequence(list(t), list("这部电影非常好看")) for t in out)
+
+
+def test_augment_replaces_words_by_their_neighbours_only():
+    neighbours = {"good": ["great", "fine"], "film": ["movie"]}
+    out = augment(["the film was good", "a good film"], 6, seed=0, p_drop=0.0, p_replace=1.0, p_ngram=0.0,
+                  neighbours=neighbours)
+    assert out and all(len(new.split()) in (3, 4) for new in out)
+    for new in out:  # every word with neighbours is replaced, by one of them; the others stay
+        assert not {"good", "film"} & set(new.split()) and {"movie"} <= set(new.split())
+        assert set(new.split()) <= {"the", "was", "a", "great", "fine", "movie"}
+    assert augment(["the film"], 3, seed=0, p_drop=0.0, p_ngram=0.0, p_replace=1.0) == []  # no neighbours: no change
+
+
+def test_nearest_words_by_cosine():
+    words = ["good", "great", "bad", "awful", "plot"]
+    vectors = np.array([[1, 0.1, 0], [1, 0.2, 0], [-1, 0, 0.1], [-1, 0, 0.2], [0, 0, -1]], dtype=np.float32)
+    found = nearest_words(vectors, words, ["good", "awful", "missing"], k=2)
+    assert found == {"good": ["great", "plot"], "awful": ["bad", "plot"]}
+
+
+def test_an_encoder_teacher_offers_its_own_words(tmp_path):
+    """The neighbours of the training words include words of the encoder's vocabulary the texts never use."""
+    from .test_encoder import HEAD, make_encoder_dir
+
+    texts, labels = make_corpus(120, seed=0)
+    teacher = TextCNNClassifier(encoder=str(make_encoder_dir(tmp_path / "bert")), **HEAD).fit(texts, labels)
+    neighbours = teacher_neighbours(teacher, texts, False, log=lambda line: None)
+    ours = {w.lower() for t in texts for w in t.split()}
+    vocabulary = set(teacher.tokenizer_.vocabulary())
+    assert set(neighbours) == {w for w in ours if w.isalpha()}
+    assert all(len(v) == 10 and set(v) <= ours | vocabulary and w not in v for w, v in neighbours.items())
+    assert set().union(*neighbours.values()) - ours  # words from the encoder alone
+    assert teacher_neighbours(TextCNNClassifier(**TINY).fit(texts, labels), texts, False) == {}  # no encoder
 
 
 def _subsequence(part, whole) -> bool:

@@ -1,10 +1,15 @@
 """``textcnn distill``: train a fast word-vector TextCNN on a slower teacher model's soft targets.
 
 The recipe of task-specific distillation into small networks (Tang et al. 2019, "Distilling
-Task-Specific Knowledge from BERT into Simple Neural Networks"): the teacher labels the training
-texts and a transfer set made from them by augmentation (word dropout, then with some probability
-keeping only a random n-gram of 1-5 words), and the student learns the teacher's class
-probabilities. On the labelled texts the target mixes the teacher's probabilities with the true
+Task-Specific Knowledge from BERT into Simple Neural Networks"; TinyBERT's word replacement): the
+teacher labels the training texts and a transfer set made from them by augmentation (word dropout;
+word replacement by one of the word's nearest neighbours; then with some probability keeping only a
+random n-gram of 1-5 words), and the student learns the teacher's class probabilities.
+
+With an encoder teacher the neighbours come from the encoder itself: static word vectors distilled
+from it as model2vec does (each word alone through the encoder, the mean of its word pieces'
+last-layer states, PCA), over the training words and the encoder's whole-word vocabulary, so the
+transfer set carries words the labelled texts never used, and the teacher says what they mean. On the labelled texts the target mixes the teacher's probabilities with the true
 label: ``alpha * softmax(teacher_logits / temperature) + (1 - alpha) * one_hot(label)``; on the
 transfer set it is the teacher's alone. The dev set (given, or held out from the labelled texts
 before augmentation, so no copy of a dev text reaches training) is scored on its true labels.
@@ -28,23 +33,36 @@ from .tokenizers import resolve_tokenizer_name
 
 DEFAULT_COPIES = 10  # augmented texts drawn per training text
 P_DROP = 0.1  # each word is dropped with this probability
+P_REPLACE = 0.15  # each kept word with neighbours is replaced by one of them with this probability
 P_NGRAM = 0.25  # then, with this probability, only a random n-gram of the rest is kept
 MAX_NGRAM = 5
+NEIGHBOURS = 10  # the nearest words a word may be replaced by
+VECTOR_DIMS = 128  # the encoder's static word vectors, after PCA (the neighbours' space)
+WORD_BATCH = 512  # words per encoder call
 
 
 def augment(texts: Sequence[str], copies: int, *, seed: int, p_drop: float = P_DROP, p_ngram: float = P_NGRAM,
-            max_n: int = MAX_NGRAM, characters: bool = False) -> list[str]:
-    """Up to ``copies`` distinct new texts per text (word dropout, n-gram sampling); none equals an input text.
+            max_n: int = MAX_NGRAM, characters: bool = False, neighbours: dict[str, list[str]] | None = None,
+            p_replace: float = P_REPLACE) -> list[str]:
+    """Up to ``copies`` distinct new texts per text (word dropout, replacement, n-gram sampling); none equals an input.
 
     ``characters``: treat each character as a word (Chinese, Japanese: text without spaces).
+    ``neighbours``: lower-cased word -> the words it may be replaced by (none: no replacement).
     """
     rng = np.random.default_rng(seed)
     seen, out = set(texts), []
     join = "" if characters else " "
+    neighbours = neighbours or {}
     for text in texts:
         words = list(text.replace(" ", "")) if characters else text.split()
         for _ in range(copies):
-            kept = [w for w, drop in zip(words, rng.random(len(words)) < p_drop) if not drop] or words
+            kept = []
+            for word, r in zip(words, rng.random(len(words))):
+                if r < p_drop:
+                    continue
+                options = neighbours.get(word.lower()) if r < p_drop + p_replace else None
+                kept.append(options[int(rng.integers(len(options)))] if options else word)
+            kept = kept or words
             if len(kept) > 1 and rng.random() < p_ngram:
                 n = int(rng.integers(1, min(max_n, len(kept)) + 1))
                 start = int(rng.integers(0, len(kept) - n + 1))
@@ -54,6 +72,66 @@ def augment(texts: Sequence[str], copies: int, *, seed: int, p_drop: float = P_D
                 seen.add(new)
                 out.append(new)
     return out
+
+
+def encoder_word_vectors(encoder, words: Sequence[str], dims: int = VECTOR_DIMS) -> np.ndarray:
+    """Static vectors (len(words), dims) from a frozen encoder, as model2vec distils them.
+
+    Each word alone through the encoder (its [CLS]/[SEP] around it), the mean of its word pieces'
+    last-layer states, then PCA to ``dims`` over all the words. A word without pieces gets [UNK]'s.
+    """
+    import torch
+
+    pieces = [p or [encoder.unk_id] for p in encoder.encode(list(words), 32).pieces]
+    states = np.zeros((len(pieces), encoder.hidden_size), dtype=np.float32)
+    order = np.argsort([len(p) for p in pieces], kind="stable")  # few pads per batch
+    for start in range(0, len(order), WORD_BATCH):
+        rows = order[start: start + WORD_BATCH]
+        batch = [pieces[i] for i in rows]
+        sums = encoder.states(batch, max(map(len, batch))).sum(dim=1)  # (B, H): zero past each word
+        states[rows] = (sums / torch.tensor([[len(p)] for p in batch])).numpy()
+    centred = states - states.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)  # (H, H): principal directions
+    return (centred @ vt[:dims].T).astype(np.float32)
+
+
+def nearest_words(vectors: np.ndarray, words: Sequence[str], queries: Sequence[str], k: int = NEIGHBOURS,
+                  chunk: int = 2048) -> dict[str, list[str]]:
+    """Each query word (one of ``words``) -> its ``k`` nearest other words by cosine of ``vectors``."""
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    index = {w: i for i, w in enumerate(words)}
+    rows = [index[q] for q in queries if q in index]
+    out = {}
+    for start in range(0, len(rows), chunk):
+        block = rows[start: start + chunk]
+        sims = unit[block] @ unit.T  # (b, V)
+        sims[np.arange(len(block)), block] = -np.inf  # not itself
+        top = np.argpartition(-sims, min(k, len(words) - 1) - 1, axis=1)[:, :k]
+        for i, (row, cols) in enumerate(zip(block, top)):
+            cols = cols[np.argsort(-sims[i, cols])]  # nearest first
+            out[words[row]] = [words[c] for c in cols if words[c] != words[row]]
+    return out
+
+
+def teacher_neighbours(teacher, texts: Sequence[str], characters: bool,
+                       log: Callable[[str], None] = print) -> dict[str, list[str]]:
+    """Replacement words for :func:`augment` from an encoder teacher: {} for a teacher without one.
+
+    Words: those of ``texts`` (lower-cased, letters only) and the encoder's whole-word vocabulary.
+    """
+    from .encoder import Encoder
+
+    encoder = teacher.tokenizer_
+    if not isinstance(encoder, Encoder):
+        return {}
+    ours = sorted({w.lower() for t in texts for w in (t.replace(" ", "") if characters else t.split()) if w.isalpha()})
+    known = set(ours)
+    theirs = sorted(w for w in encoder.vocabulary() if w.isalpha() and w not in known)
+    words = ours + theirs
+    vectors = encoder_word_vectors(encoder, words)
+    found = nearest_words(vectors, words, ours)
+    log(f"distill: nearest words of {len(found)} training words among {len(words)} (the encoder's static vectors)")
+    return found
 
 
 def soft_labels(teacher_logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -97,7 +175,8 @@ def distill(
         log(f"distill: no dev set given: holding out a stratified {cfg.dev_fraction:.0%} of train ({len(dev_texts)} "
             "texts) before augmenting")
     characters = resolve_tokenizer_name(cfg.tokenizer, texts[:1000])[0] in ("char", "jieba")
-    transfer = augment(texts, copies, seed=cfg.seed, characters=characters)
+    neighbours = teacher_neighbours(teacher, texts, characters, log) if copies else {}
+    transfer = augment(texts, copies, seed=cfg.seed, characters=characters, neighbours=neighbours)
     log(f"distill: {len(texts)} training texts + {len(transfer)} augmented; the teacher labels them")
     proba = soft_labels(teacher.decision_function(texts + transfer), temperature)  # (N, C), teacher.classes_ order
     one_hot = np.eye(len(teacher.classes_), dtype=np.float32)[

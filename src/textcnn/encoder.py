@@ -182,6 +182,12 @@ class Encoder:
         enc = self._backend.encode(text, add_special_tokens=False)
         return [(tok, s, e) for tok, (s, e) in zip(enc.tokens, enc.offsets)]
 
+    def vocabulary(self) -> list[str]:
+        """The tokenizer's whole words: the entries that a text of that word alone tokenizes to (no "##ing")."""
+        tokens = sorted(self._backend.get_vocab())
+        encoded = self._backend.encode_batch(tokens, add_special_tokens=False)
+        return [t for t, e in zip(tokens, encoded) if e.tokens == [t]]
+
     def describe(self) -> dict:
         """What the model directory records: the name as given and the files' SHA-256."""
         return {"name": self.source, "sha256": dict(self.hashes)}
