@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from textcnn import TextCNNClassifier, read_records
-from textcnn.distill import DEFAULT_COPIES, MAX_NGRAM, P_DROP, P_NGRAM, distill
+from textcnn.distill import DEFAULT_COPIES, MAX_NGRAM, NEIGHBOURS, P_DROP, P_NGRAM, P_REPLACE, distill
 from textcnn.metrics import best_thresholds, multilabel_report
 from textcnn.tokenizers import make_tokenizer, resolve_tokenizer_name
 
@@ -595,7 +595,8 @@ def distilled_note(results: dict) -> str:
     return (" textcnn_distilled: textcnn_rand's settings trained (textcnn.distill) on the soft targets of the same "
             "seed's textcnn_encoder model, the teacher (trained on the encoder's train subsample where capped); the "
             f"transfer set is the full train set plus up to {copies} distinct augmented copies of each text (word "
-            f"dropout {P_DROP}, then with probability {P_NGRAM} a random 1-{MAX_NGRAM}-word n-gram), the targets the "
+            f"dropout {P_DROP}, word replacement {P_REPLACE} by one of the word's {NEIGHBOURS} nearest in the teacher "
+            f"encoder's static vectors, then with probability {P_NGRAM} a random 1-{MAX_NGRAM}-word n-gram), the targets the "
             f"teacher's probabilities at temperature {mix['temperature']}, mixed {mix['alpha']} : "
             f"{1 - mix['alpha']:g} with the true label on the train texts; train s: the teacher labelling the "
             "transfer set plus the student's training (not the teacher's own training).")

@@ -205,7 +205,9 @@ def _data_section(data: dict | None) -> list[str]:
         d = data["distilled"]
         teacher = f" of the teacher {_md(d['teacher'])}" if d.get("teacher") else " of a teacher model"
         lines.append(f"- distilled: trained on the soft targets{teacher} over {d['texts']} labelled and {d['augmented']} "
-                     f"augmented texts (alpha {d['alpha']}, temperature {d['temperature']})")
+                     f"augmented texts (alpha {d['alpha']}, temperature {d['temperature']}"
+                     + (f"; {d['words_with_neighbours']} words replaced by their neighbours in the teacher's encoder"
+                        if d.get("words_with_neighbours") else "") + ")")
     return lines + [""]
 
 

@@ -187,5 +187,5 @@ def distill(
     student.fit(texts + transfer, labels + guessed, validation_data=(dev_texts, dev_labels),
                 soft_targets=(list(teacher.classes_), proba))
     student.training_data_["distilled"] = {"texts": len(texts), "augmented": len(transfer), "alpha": alpha,
-                                           "temperature": temperature}
+                                           "temperature": temperature, "words_with_neighbours": len(neighbours)}
     return student
