@@ -8,7 +8,7 @@ import pytest
 import textcnn
 from textcnn import TextCNNClassifier
 from textcnn.cli import main
-from textcnn.distill import augment, distill, nearest_words, soft_labels, teacher_neighbours
+from textcnn.distill import augment, distill, nearest_words, soft_labels, teacher_words
 from textcnn.errors import DataFormatError
 
 from .conftest import TINY, make_corpus, write_csv
@@ -49,19 +49,42 @@ def test_nearest_words_by_cosine():
     assert found == {"good": ["great", "plot"], "awful": ["bad", "plot"]}
 
 
-def test_an_encoder_teacher_offers_its_own_words(tmp_path):
-    """The neighbours of the training words include words of the encoder's vocabulary the texts never use."""
+@pytest.fixture(scope="module")
+def encoder_teacher(tmp_path_factory):
     from .test_encoder import HEAD, make_encoder_dir
 
     texts, labels = make_corpus(120, seed=0)
-    teacher = TextCNNClassifier(encoder=str(make_encoder_dir(tmp_path / "bert")), **HEAD).fit(texts, labels)
-    neighbours = teacher_neighbours(teacher, texts, False, log=lambda line: None)
+    directory = make_encoder_dir(tmp_path_factory.mktemp("distill") / "bert")
+    return TextCNNClassifier(encoder=str(directory), **HEAD).fit(texts, labels), texts, labels
+
+
+def test_an_encoder_teacher_offers_its_own_words(encoder_teacher):
+    """The neighbours of the training words include words of the encoder's vocabulary the texts never use."""
+    teacher, texts, labels = encoder_teacher
+    found = teacher_words(teacher, texts, lambda t: t.lower().split(), dims=16, log=lambda line: None)
     ours = {w.lower() for t in texts for w in t.split()}
     vocabulary = set(teacher.tokenizer_.vocabulary())
-    assert set(neighbours) == {w for w in ours if w.isalpha()}
-    assert all(len(v) == 10 and set(v) <= ours | vocabulary and w not in v for w, v in neighbours.items())
-    assert set().union(*neighbours.values()) - ours  # words from the encoder alone
-    assert teacher_neighbours(TextCNNClassifier(**TINY).fit(texts, labels), texts, False) == {}  # no encoder
+    assert found.vectors.shape == (len(found.words), 16) and set(found.words) == ours | {w for w in vocabulary if w.isalpha()}
+    assert set(found.neighbours) == {w for w in ours if w.isalpha()}
+    assert all(len(v) == 10 and set(v) <= ours | vocabulary and w not in v for w, v in found.neighbours.items())
+    assert set().union(*found.neighbours.values()) - ours  # words from the encoder alone
+    assert teacher_words(TextCNNClassifier(**TINY).fit(texts, labels), texts, str.split) is None  # no encoder
+
+
+def test_the_student_starts_from_the_teachers_vectors(encoder_teacher, dev_corpus, tmp_path):
+    """Its vocabulary holds the encoder's words (no transfer set: from the vectors alone); it saves, loads, says so."""
+    teacher, texts, labels = encoder_teacher
+    encoder_only = {w for w in teacher.tokenizer_.vocabulary() if w.isalpha()} - {w.lower() for t in texts for w in t.split()}
+    student = distill(teacher, texts, labels, *dev_corpus, copies=0, params=TINY, log=lambda line: None)
+    assert encoder_only and encoder_only <= set(student.vocab_.itos)
+    assert student.training_data_["distilled"]["teacher_vectors"] == len(student.vocab_.itos) - 2  # all but PAD, UNK
+    assert student.config_.embeddings is None and student.get_params()["embeddings"] is None  # no stale temp path
+    student.save(tmp_path / "student")
+    assert np.allclose(textcnn.load(tmp_path / "student").predict_proba(dev_corpus[0]), student.predict_proba(dev_corpus[0]))
+    assert "static vectors of the teacher's encoder" in (tmp_path / "student" / "README.md").read_text()
+    plain = distill(teacher, texts, labels, *dev_corpus, copies=0, params=TINY, teacher_vectors=False,
+                    log=lambda line: None)
+    assert not encoder_only & set(plain.vocab_.itos) and plain.training_data_["distilled"]["teacher_vectors"] == 0
 
 
 def _subsequence(part, whole) -> bool:
@@ -139,3 +162,15 @@ def test_cli_distill_refuses_multi_label_and_bad_alpha(tmp_path, model_dir, caps
     assert "single-label" in capsys.readouterr().err
     assert main(["distill", str(model_dir), str(multi), "--out", str(tmp_path / "s"), "--alpha", "2", "-q"]) == 2
     assert "--alpha" in capsys.readouterr().err
+
+
+def test_cli_no_teacher_vectors(encoder_teacher, tmp_path, dev_csv):
+    teacher, texts, labels = encoder_teacher
+    teacher.save(tmp_path / "teacher")
+    train = write_csv(tmp_path / "train.csv", texts, labels)
+    small = ["--copies", "0", "--embedding-size", "16", "--feature-size", "8", "--window-sizes", "2,3", "--epochs", "2", "-q"]
+    for flag, expected in (([], True), (["--no-teacher-vectors"], False)):
+        out = tmp_path / f"student{len(flag)}"
+        assert main(["distill", str(tmp_path / "teacher"), str(train), "--dev", str(dev_csv), "--out", str(out),
+                     *small, *flag]) == 0
+        assert ("static vectors of the teacher's encoder" in (out / "README.md").read_text(encoding="utf-8")) is expected

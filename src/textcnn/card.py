@@ -207,7 +207,9 @@ def _data_section(data: dict | None) -> list[str]:
         lines.append(f"- distilled: trained on the soft targets{teacher} over {d['texts']} labelled and {d['augmented']} "
                      f"augmented texts (alpha {d['alpha']}, temperature {d['temperature']}"
                      + (f"; {d['words_with_neighbours']} words replaced by their neighbours in the teacher's encoder"
-                        if d.get("words_with_neighbours") else "") + ")")
+                        if d.get("words_with_neighbours") else "")
+                     + (f"; started from the static vectors of the teacher's encoder for {d['teacher_vectors']} words"
+                        if d.get("teacher_vectors") else "") + ")")
     return lines + [""]
 
 

@@ -246,7 +246,7 @@ def cmd_distill(args) -> int:
     train, dev = _read_train_dev(args, params["multi_label"], params["label_sep"])
     with _warnings_as_lines():
         student = distill(teacher, train.texts, train.labels, *_dev_pair(dev), copies=args.copies,
-                          alpha=args.alpha, temperature=args.temperature,
+                          alpha=args.alpha, temperature=args.temperature, teacher_vectors=not args.no_teacher_vectors,
                           params={**params, "verbose": 0 if args.quiet else 1}, log=_stderr_log(args.quiet))
     card.record_files(student, train=args.train_file, dev=args.dev)
     student.training_data_["distilled"]["teacher"] = Path(args.teacher_dir).name
@@ -550,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"augmented texts per training text [{DISTILL_COPIES}]")
     p.add_argument("--alpha", type=float, default=0.5, help="the teacher's share of the target on labelled texts [0.5]")
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the teacher's logits [1.0]")
+    p.add_argument("--no-teacher-vectors", action="store_true",
+                   help="with an --encoder teacher, start the student from random vectors rather than the encoder's "
+                        "static word vectors (--embeddings also replaces them)")
     p.add_argument("--config", metavar="FILE.json", help="the student's config values as JSON (flags given override them)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     add_input_flags(p)

@@ -20,16 +20,19 @@ which keeps the fast prediction paths.
 
 from __future__ import annotations
 
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .classifier import TextCNNClassifier
-from .config import TextCNNConfig
+from .config import DEFAULT_EMBEDDING_SIZE, TextCNNConfig
 from .data import stratified_split
 from .errors import ConfigError
 from .labels import detect_multi_label, label_targets, normalise_labels
-from .tokenizers import resolve_tokenizer_name
+from .tokenizers import make_tokenizer, resolve_tokenizer_name
 
 DEFAULT_COPIES = 10  # augmented texts drawn per training text
 P_DROP = 0.1  # each word is dropped with this probability
@@ -37,7 +40,8 @@ P_REPLACE = 0.15  # each kept word with neighbours is replaced by one of them wi
 P_NGRAM = 0.25  # then, with this probability, only a random n-gram of the rest is kept
 MAX_NGRAM = 5
 NEIGHBOURS = 10  # the nearest words a word may be replaced by
-VECTOR_DIMS = 128  # the encoder's static word vectors, after PCA (the neighbours' space)
+VECTOR_DIMS = DEFAULT_EMBEDDING_SIZE  # the encoder's static word vectors after PCA: the student's by default
+VECTOR_STD = 0.3  # their scale as the student's starting vectors
 WORD_BATCH = 512  # words per encoder call
 
 
@@ -113,25 +117,40 @@ def nearest_words(vectors: np.ndarray, words: Sequence[str], queries: Sequence[s
     return out
 
 
-def teacher_neighbours(teacher, texts: Sequence[str], characters: bool,
-                       log: Callable[[str], None] = print) -> dict[str, list[str]]:
-    """Replacement words for :func:`augment` from an encoder teacher: {} for a teacher without one.
+@dataclass
+class TeacherWords:
+    """An encoder teacher's static word vectors and the neighbours :func:`augment` replaces words by."""
 
-    Words: those of ``texts`` (lower-cased, letters only) and the encoder's whole-word vocabulary.
-    """
+    words: list[str]  # the student's training tokens, then the encoder's whole words the texts lack
+    vectors: np.ndarray  # (len(words), dims) float32, scaled to a standard deviation of VECTOR_STD
+    neighbours: dict[str, list[str]]  # each training word of letters -> its nearest words
+
+
+def teacher_words(teacher, texts: Sequence[str], tokenize: Callable[[str], list[str]], dims: int = VECTOR_DIMS,
+                  log: Callable[[str], None] = print) -> TeacherWords | None:
+    """The static vectors of the student's tokens (``tokenize``) and the encoder's words; None without an encoder."""
     from .encoder import Encoder
 
     encoder = teacher.tokenizer_
     if not isinstance(encoder, Encoder):
-        return {}
-    ours = sorted({w.lower() for t in texts for w in (t.replace(" ", "") if characters else t.split()) if w.isalpha()})
+        return None
+    ours = sorted({token for text in texts for token in tokenize(text)})
     known = set(ours)
-    theirs = sorted(w for w in encoder.vocabulary() if w.isalpha() and w not in known)
-    words = ours + theirs
-    vectors = encoder_word_vectors(encoder, words)
-    found = nearest_words(vectors, words, ours)
-    log(f"distill: nearest words of {len(found)} training words among {len(words)} (the encoder's static vectors)")
-    return found
+    words = ours + sorted(w for w in encoder.vocabulary() if w.isalpha() and w not in known)
+    vectors = encoder_word_vectors(encoder, words, dims)
+    vectors *= VECTOR_STD / max(float(vectors.std()), 1e-12)
+    neighbours = nearest_words(vectors, words, [w for w in ours if w.isalpha()])
+    log(f"distill: the teacher's encoder gives static vectors for {len(words)} words ({len(ours)} of the training "
+        f"texts); {len(neighbours)} training words get {NEIGHBOURS} nearest words to be replaced by")
+    return TeacherWords(words, vectors, neighbours)
+
+
+def write_vectors(found: TeacherWords, directory: Path) -> str:
+    """``found``'s vectors as a .npy matrix and its vocabulary file (textcnn.embeddings reads them): the .npy path."""
+    path = Path(directory) / "teacher-vectors.npy"
+    np.save(path, found.vectors)
+    (Path(directory) / "teacher-vectors.vocab.txt").write_text("".join(w + "\n" for w in found.words), encoding="utf-8")
+    return str(path)
 
 
 def soft_labels(teacher_logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -144,7 +163,8 @@ def soft_labels(teacher_logits: np.ndarray, temperature: float) -> np.ndarray:
 def distill(
     teacher, texts: Sequence[str], labels: Sequence, dev_texts: Sequence[str] | None = None,
     dev_labels: Sequence | None = None, *, copies: int = DEFAULT_COPIES, alpha: float = 0.5,
-    temperature: float = 1.0, params: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+    temperature: float = 1.0, params: dict[str, Any] | None = None, teacher_vectors: bool = True,
+    log: Callable[[str], None] = print,
 ) -> TextCNNClassifier:
     """A student TextCNNClassifier(**params) trained on ``teacher``'s soft targets (see the module doc).
 
@@ -154,6 +174,8 @@ def distill(
         alpha: the teacher's share of the target on labelled texts (1: the teacher alone).
         temperature: softens (> 1) or sharpens (< 1) the teacher's probabilities.
         params: the student's config (its own seed, vectors, ...); verbose too.
+        teacher_vectors: with an encoder teacher and no ``embeddings`` in ``params``, the student starts
+            from the encoder's static word vectors (over its training words and the encoder's vocabulary).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"--alpha must be in [0, 1] (the teacher's share of the target), got {alpha}.")
@@ -174,8 +196,12 @@ def distill(
         texts, labels = [texts[i] for i in train_idx], [labels[i] for i in train_idx]
         log(f"distill: no dev set given: holding out a stratified {cfg.dev_fraction:.0%} of train ({len(dev_texts)} "
             "texts) before augmenting")
-    characters = resolve_tokenizer_name(cfg.tokenizer, texts[:1000])[0] in ("char", "jieba")
-    neighbours = teacher_neighbours(teacher, texts, characters, log) if copies else {}
+    name = resolve_tokenizer_name(cfg.tokenizer, texts[:1000])[0]
+    characters = name in ("char", "jieba")
+    vectors = teacher_vectors and cfg.embeddings is None and cfg.encoder is None
+    found = teacher_words(teacher, texts, make_tokenizer(name, cfg.lowercase).tokenize,
+                          cfg.embedding_size or VECTOR_DIMS, log) if copies or vectors else None
+    neighbours = found.neighbours if found is not None and copies else {}
     transfer = augment(texts, copies, seed=cfg.seed, characters=characters, neighbours=neighbours)
     log(f"distill: {len(texts)} training texts + {len(transfer)} augmented; the teacher labels them")
     proba = soft_labels(teacher.decision_function(texts + transfer), temperature)  # (N, C), teacher.classes_ order
@@ -183,9 +209,15 @@ def distill(
         label_targets(labels, teacher.classes_, False, "training", among="the teacher's classes")]
     proba[:len(texts)] = alpha * proba[:len(texts)] + (1 - alpha) * one_hot
     guessed = [teacher.classes_[i] for i in proba[len(texts):].argmax(axis=1)]  # classes and the card's counts
-    student = TextCNNClassifier(**params)
-    student.fit(texts + transfer, labels + guessed, validation_data=(dev_texts, dev_labels),
-                soft_targets=(list(teacher.classes_), proba))
+    vectors = vectors and found is not None
+    with tempfile.TemporaryDirectory(prefix="textcnn-distill-") as tmp:
+        student = TextCNNClassifier(**{**params, **({"embeddings": write_vectors(found, tmp)} if vectors else {})})
+        student.fit(texts + transfer, labels + guessed, validation_data=(dev_texts, dev_labels),
+                    soft_targets=(list(teacher.classes_), proba))
+    if vectors:  # the file is gone: the card says where the starting vectors came from
+        student.set_params(embeddings=None, vector_vocab=None)
+        student.config_ = student.config_.replace(embeddings=None, vector_vocab=0)
     student.training_data_["distilled"] = {"texts": len(texts), "augmented": len(transfer), "alpha": alpha,
-                                           "temperature": temperature, "words_with_neighbours": len(neighbours)}
+                                           "temperature": temperature, "words_with_neighbours": len(neighbours),
+                                           "teacher_vectors": len(found.words) if vectors else 0}
     return student
