@@ -540,7 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distill", help="train a fast model on a (slower) teacher model's soft targets",
                        description="Train a TextCNN (word vectors: the fast prediction paths) on TEACHER_DIR's class "
                                    "probabilities over TRAIN_FILE and augmented copies of it (word dropout, n-gram "
-                                   "sampling), mixed with the true labels by --alpha; early stopping on --dev's labels.")
+                                   "sampling; with an --encoder teacher also word replacement by nearest words in the "
+                                   "encoder's static vectors, which the student starts from), mixed with the true "
+                                   "labels by --alpha; early stopping on --dev's labels.")
     p.add_argument("teacher_dir", metavar="TEACHER_DIR")
     p.add_argument("train_file", metavar="TRAIN_FILE")
     p.add_argument("--dev", metavar="DEV_FILE", help="dev set for early stopping (default: a stratified 10%% of train, "
