@@ -174,3 +174,11 @@ def test_cli_no_teacher_vectors(encoder_teacher, tmp_path, dev_csv):
         assert main(["distill", str(tmp_path / "teacher"), str(train), "--dev", str(dev_csv), "--out", str(out),
                      *small, *flag]) == 0
         assert ("static vectors of the teacher's encoder" in (out / "README.md").read_text(encoding="utf-8")) is expected
+
+
+def test_a_student_wider_than_the_encoders_vectors_starts_from_random_ones(encoder_teacher, dev_corpus):
+    teacher, texts, labels = encoder_teacher  # 32-d states
+    lines = []
+    student = distill(teacher, texts, labels, *dev_corpus, copies=0, params={**TINY, "embedding_size": 64}, log=lines.append)
+    assert student.training_data_["distilled"]["teacher_vectors"] == 0 and student.config_.embedding_size == 64
+    assert any("starts from random vectors" in line for line in lines)

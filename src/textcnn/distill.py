@@ -9,9 +9,12 @@ random n-gram of 1-5 words), and the student learns the teacher's class probabil
 With an encoder teacher the neighbours come from the encoder itself: static word vectors distilled
 from it as model2vec does (each word alone through the encoder, the mean of its word pieces'
 last-layer states, PCA), over the training words and the encoder's whole-word vocabulary, so the
-transfer set carries words the labelled texts never used, and the teacher says what they mean. On the labelled texts the target mixes the teacher's probabilities with the true
-label: ``alpha * softmax(teacher_logits / temperature) + (1 - alpha) * one_hot(label)``; on the
-transfer set it is the teacher's alone. The dev set (given, or held out from the labelled texts
+transfer set carries words the labelled texts never used, and the teacher says what they mean; the
+student starts from those vectors.
+
+On the labelled texts the target mixes the teacher's probabilities with the true label:
+``alpha * softmax(teacher_logits / temperature) + (1 - alpha) * one_hot(label)``; on the transfer
+set it is the teacher's alone. The dev set (given, or held out from the labelled texts
 before augmentation, so no copy of a dev text reaches training) is scored on its true labels.
 
 Any saved textcnn model can teach; the point is an ``--encoder`` model teaching a model without one,
@@ -202,6 +205,10 @@ def distill(
     found = teacher_words(teacher, texts, make_tokenizer(name, cfg.lowercase).tokenize,
                           cfg.embedding_size or VECTOR_DIMS, log) if copies or vectors else None
     neighbours = found.neighbours if found is not None and copies else {}
+    if vectors and found is not None and found.vectors.shape[1] != (cfg.embedding_size or VECTOR_DIMS):
+        log(f"distill: the student starts from random vectors: its embedding_size {cfg.embedding_size} is more than "
+            f"the encoder's vectors give ({found.vectors.shape[1]})")
+        vectors = False
     transfer = augment(texts, copies, seed=cfg.seed, characters=characters, neighbours=neighbours)
     log(f"distill: {len(texts)} training texts + {len(transfer)} augmented; the teacher labels them")
     proba = soft_labels(teacher.decision_function(texts + transfer), temperature)  # (N, C), teacher.classes_ order
