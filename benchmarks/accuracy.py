@@ -658,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _skipped(system: str, reason: str | None, where: str = "") -> bool:
     if reason:
-        print(f"{where:10s} {system:16s} skipped: {reason}", flush=True)
+        print(f"{where:10s} {system:17s} skipped: {reason}", flush=True)
     return bool(reason)
 
 
@@ -695,7 +695,7 @@ def run_dataset(name: str, args, systems: list[str], overrides: dict, results: d
                 run["max_train"] = args.max_train  # a smoke run: not comparable with the full ones
             runs.append(run)
             speed = f" {run['predict_texts_per_s']:,.0f} texts/s" if "predict_texts_per_s" in run else ""
-            print(f"{name:10s} {system:16s} seed {seed}: test {run['test']:.4f} dev {run['dev']:.4f} "
+            print(f"{name:10s} {system:17s} seed {seed}: test {run['test']:.4f} dev {run['dev']:.4f} "
                   f"{run['seconds']:.1f}s (all {run['wall_seconds']:.0f}s){speed} {run['chosen']}", flush=True)
         results.setdefault(name, {})[system] = runs
         _atomic_write(args.results, json.dumps(results, indent=1))
