@@ -63,6 +63,7 @@ from textcnn import TextCNNClassifier, read_records
 from textcnn.distill import DEFAULT_COPIES, MAX_NGRAM, NEIGHBOURS, P_DROP, P_NGRAM, P_REPLACE, distill
 from textcnn.metrics import best_thresholds, multilabel_report
 from textcnn.tokenizers import make_tokenizer, resolve_tokenizer_name
+from textcnn.tune import parse_budget
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "accuracy.json"
@@ -292,15 +293,20 @@ def run_tfidf(data: Data, multi: bool, seed: int, timed: bool) -> Outcome:
     return Outcome(names, model.predict_proba(x_dev), test_proba, seconds, {"C": c}, speed)
 
 
+def fasttext_file(path: Path, split: Split, multi: bool) -> Path:
+    """``split`` in fastText's format (``__label__C`` prefixes, then the tokens), one text a line."""
+    with open(path, "w", encoding="utf-8") as f:
+        for tokens, y in zip(split.tokens, split.labels):
+            f.write(" ".join(f"__label__{c}" for c in (y if multi else [y])) + " " + " ".join(tokens) + "\n")
+    return path
+
+
 def run_fasttext(data: Data, multi: bool, seed: int, timed: bool) -> Outcome:
     import fasttext
 
     fasttext.FastText.eprint = lambda *a, **k: None  # its deprecation chatter
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "train.txt"
-        with open(path, "w", encoding="utf-8") as f:
-            for tokens, y in zip(data.train.tokens, data.train.labels):
-                f.write(" ".join(f"__label__{c}" for c in (y if multi else [y])) + " " + " ".join(tokens) + "\n")
+        path = fasttext_file(Path(tmp) / "train.txt", data.train, multi)
         best = None
         for lr in FASTTEXT_LRS:
             started = time.perf_counter()
@@ -324,13 +330,10 @@ def run_fasttext_autotune(data: Data, multi: bool, seed: int, timed: bool, budge
 
     fasttext.FastText.eprint = lambda *a, **k: None
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {}
-        for part, split in (("train", data.train), ("dev", data.dev)):
-            paths[part] = Path(tmp) / f"{part}.txt"
-            paths[part].write_text("".join(f"__label__{y} {' '.join(tokens)}\n" for tokens, y in
-                                           zip(split.tokens, split.labels)), encoding="utf-8")
+        train, dev = (fasttext_file(Path(tmp) / f"{part}.txt", split, multi) for part, split in
+                      (("train", data.train), ("dev", data.dev)))
         started = time.perf_counter()
-        model = fasttext.train_supervised(input=str(paths["train"]), autotuneValidationFile=str(paths["dev"]),
+        model = fasttext.train_supervised(input=str(train), autotuneValidationFile=str(dev),
                                           autotuneDuration=int(budget_s), thread=1, seed=seed, verbose=0)
         seconds = time.perf_counter() - started
     classes = [c[len("__label__"):] for c in model.labels]
@@ -446,7 +449,8 @@ def run_tuned(data: Data, seed: int, timed: bool, params: dict, budget_s: float)
     result = tune(data.train.texts, data.train.labels, data.dev.texts, data.dev.labels, budget_s=budget_s,
                   fixed={**params, "seed": seed, "device": "cpu"}, log=lambda line: None)
     out = textcnn_outcome(result.best, data, time.perf_counter() - started, timed)
-    best = max(result.trials, key=lambda row: row.get(f"dev_{result.monitor}", -1))
+    kept = [row for row in result.trials if row["state"] != "pruned"]  # those tune chooses among
+    best = (min if result.monitor == "loss" else max)(kept, key=lambda row: row[f"dev_{result.monitor}"])
     out.chosen = {k: v for k, v in best.items() if k not in ("seconds", "state")}
     out.extra["trials"] = len(result.trials)
     return out
@@ -643,8 +647,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--distill-copies must be 0 or more and --max-train 1 or more; got {args.distill_copies} and "
                      f"{args.max_train}.")
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    from textcnn.tune import parse_budget
-
     args.budget_s = parse_budget(args.tune_budget)
     results = json.loads(args.results.read_text()) if args.results.exists() else {}
     systems = [] if args.table_only else [s for s in sorted(set(args.systems), key=SYSTEMS.index)  # teachers first
