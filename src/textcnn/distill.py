@@ -163,6 +163,21 @@ def soft_labels(teacher_logits: np.ndarray, temperature: float) -> np.ndarray:
     return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def mixed_targets(teacher_logits: np.ndarray, labels: Sequence, classes: list, alpha: float,
+                  temperature: float) -> tuple[np.ndarray, list]:
+    """The student's targets over the labelled texts (the first ``len(labels)`` rows), then the transfer set.
+
+    Returns the class probabilities (N, C), ``classes``' order (the labelled rows mixed with the true
+    label by ``alpha``), and the transfer set's most likely classes (the card counts them).
+    """
+    proba = soft_labels(teacher_logits, temperature)
+    n = len(labels)
+    one_hot = np.eye(len(classes), dtype=np.float32)[label_targets(labels, classes, False, "training",
+                                                                   among="the teacher's classes")]
+    proba[:n] = alpha * proba[:n] + (1 - alpha) * one_hot
+    return proba, [classes[i] for i in proba[n:].argmax(axis=1)]
+
+
 def distill(
     teacher, texts: Sequence[str], labels: Sequence, dev_texts: Sequence[str] | None = None,
     dev_labels: Sequence | None = None, *, copies: int = DEFAULT_COPIES, alpha: float = 0.5,
@@ -201,22 +216,19 @@ def distill(
             "texts) before augmenting")
     name = resolve_tokenizer_name(cfg.tokenizer, texts[:1000])[0]
     characters = name in ("char", "jieba")
-    vectors = teacher_vectors and cfg.embeddings is None and cfg.encoder is None
-    found = teacher_words(teacher, texts, make_tokenizer(name, cfg.lowercase).tokenize,
-                          cfg.embedding_size or VECTOR_DIMS, log) if copies or vectors else None
+    wants_vectors = teacher_vectors and cfg.embeddings is None and cfg.encoder is None
+    dims = cfg.embedding_size or VECTOR_DIMS
+    found = (teacher_words(teacher, texts, make_tokenizer(name, cfg.lowercase).tokenize, dims, log)
+             if copies or wants_vectors else None)
     neighbours = found.neighbours if found is not None and copies else {}
-    if vectors and found is not None and found.vectors.shape[1] != (cfg.embedding_size or VECTOR_DIMS):
-        log(f"distill: the student starts from random vectors: its embedding_size {cfg.embedding_size} is more than "
-            f"the encoder's vectors give ({found.vectors.shape[1]})")
-        vectors = False
+    vectors = wants_vectors and found is not None and found.vectors.shape[1] == dims
+    if wants_vectors and found is not None and not vectors:
+        log(f"distill: the student starts from random vectors: its embedding_size {dims} is more than the "
+            f"encoder's vectors give ({found.vectors.shape[1]})")
     transfer = augment(texts, copies, seed=cfg.seed, characters=characters, neighbours=neighbours)
     log(f"distill: {len(texts)} training texts + {len(transfer)} augmented; the teacher labels them")
-    proba = soft_labels(teacher.decision_function(texts + transfer), temperature)  # (N, C), teacher.classes_ order
-    one_hot = np.eye(len(teacher.classes_), dtype=np.float32)[
-        label_targets(labels, teacher.classes_, False, "training", among="the teacher's classes")]
-    proba[:len(texts)] = alpha * proba[:len(texts)] + (1 - alpha) * one_hot
-    guessed = [teacher.classes_[i] for i in proba[len(texts):].argmax(axis=1)]  # classes and the card's counts
-    vectors = vectors and found is not None
+    proba, guessed = mixed_targets(teacher.decision_function(texts + transfer), labels, list(teacher.classes_),
+                                   alpha, temperature)
     with tempfile.TemporaryDirectory(prefix="textcnn-distill-") as tmp:
         student = TextCNNClassifier(**{**params, **({"embeddings": write_vectors(found, tmp)} if vectors else {})})
         student.fit(texts + transfer, labels + guessed, validation_data=(dev_texts, dev_labels),
