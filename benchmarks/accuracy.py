@@ -449,9 +449,7 @@ def run_tuned(data: Data, seed: int, timed: bool, params: dict, budget_s: float)
     result = tune(data.train.texts, data.train.labels, data.dev.texts, data.dev.labels, budget_s=budget_s,
                   fixed={**params, "seed": seed, "device": "cpu"}, log=lambda line: None)
     out = textcnn_outcome(result.best, data, time.perf_counter() - started, timed)
-    kept = [row for row in result.trials if row["state"] != "pruned"]  # those tune chooses among
-    best = (min if result.monitor == "loss" else max)(kept, key=lambda row: row[f"dev_{result.monitor}"])
-    out.chosen = {k: v for k, v in best.items() if k not in ("seconds", "state")}
+    out.chosen = {k: v for k, v in result.chosen.items() if k not in ("seconds", "state")}
     out.extra["trials"] = len(result.trials)
     return out
 

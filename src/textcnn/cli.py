@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import TextCNNConfig, __version__, card, read_records, runtime, streaming
+from .config import TUNE_RESCORE, TUNE_SEARCH_SHARE
 from .errors import ConfigError, TextCNNError
 from .labels import detect_multi_label, normalise_labels
 
@@ -228,7 +229,7 @@ def cmd_tune(args) -> int:
     train, dev = _read_train_dev(args, base.multi_label, base.label_sep)
     with _warnings_as_lines():
         result = tune(train.texts, train.labels, *_dev_pair(dev), budget_s=budget, fixed=fixed,
-                      max_trials=args.trials, log=_stderr_log(args.quiet))
+                      max_trials=args.trials, rescore=args.rescore, log=_stderr_log(args.quiet))
     card.record_files(result.best, train=args.train_file, dev=args.dev)
     result.best.save(args.out)
     trials_path = Path(args.trials_out or default_trials_path(args.out))
@@ -528,7 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("train_file", metavar="TRAIN_FILE")
     p.add_argument("--dev", metavar="DEV_FILE", help="dev set every trial is scored on (default: a stratified 10%% of train)")
     p.add_argument("--budget", default="10m", metavar="TIME", help="time for the whole search: 600, 90s, 10m, 1h [10m]")
-    p.add_argument("--trials", type=int, metavar="N", help="stop after N trials even if time is left")
+    p.add_argument("--trials", type=int, metavar="N", help="stop searching after N trials even if time is left")
+    p.add_argument("--rescore", type=int, default=TUNE_RESCORE, metavar="K",
+                   help=f"train the K best settings again with the next seed in the last {1 - TUNE_SEARCH_SHARE:.0%} of "
+                        f"the budget; the best mean dev score wins (0: off) [{TUNE_RESCORE}]")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="where to save the best model")
     p.add_argument("--trials-out", metavar="FILE.csv", help="the table of trials [MODEL_DIR.trials.csv]")
     p.add_argument("--config", metavar="FILE.json", help="fixed config values as JSON (flags given override them)")

@@ -22,6 +22,8 @@ MONITORS = ("auto", "accuracy", "macro_f1", "micro_f1", "loss")
 SINGLE_LABEL_MONITORS = ("auto", "accuracy", "macro_f1", "loss")  # micro F1 is accuracy there: not reported
 CLASS_WEIGHTS = (None, "balanced")
 DEFAULT_NGRAM_FEATURES = 131_072  # n-gram channel buckets (on by default: dev evidence, benchmarks/README.md)
+TUNE_SEARCH_SHARE = 0.7  # textcnn tune: the search's share of the budget; the rest re-scores the best settings
+TUNE_RESCORE = 3  # textcnn tune: how many of the best settings are trained again with a second seed
 DEFAULT_EMBEDDING_SIZE = 128  # embedding_size=None without pretrained vectors
 DEFAULT_VECTOR_VOCAB = 100_000  # vector_vocab=None with pretrained vectors
 WORD_WINDOW_SIZES = (3, 4, 5)  # window_sizes=None with word tokens (Kim 2014)

@@ -1,9 +1,14 @@
 """``textcnn tune``: a time-budgeted search for the settings that matter, scored on dev only.
 
 Like fastText's autotune: give it a training set, a dev set and a budget; it tries settings with
-Optuna's TPE sampler (the library defaults are the first trial, so the result is never worse than the
-defaults on dev), stops hopeless trials early with a median pruner on the per-epoch dev score, cuts
-the last trial at the deadline (its best epoch so far still counts), and keeps the best model.
+Optuna's TPE sampler (the library defaults are the first trial), stops hopeless trials early with a
+median pruner on the per-epoch dev score and cuts the last trial at the search's deadline (its best
+epoch so far still counts).
+
+One dev score picks noise as often as a better setting: the best of 30-60 trials on a dev set of a
+thousand texts is mostly luck. So the search gets the first part of the budget (``TUNE_SEARCH_SHARE``) and the
+rest retrains the ``rescore`` best settings once more with the next seed; the setting with the best
+mean dev score over its two runs wins, and its better run is the model returned.
 
 Settings the caller fixes (keyword arguments, command-line flags) are not searched. Test data is never
 seen here: choose on dev, report test afterwards with ``textcnn eval``.
@@ -23,7 +28,8 @@ from typing import Any, Callable, Sequence
 from .atomicdir import replace_file
 
 from .classifier import TextCNNClassifier
-from .config import DEFAULT_NGRAM_FEATURES, TextCNNConfig, default_learning_rate, resolve_monitor
+from .config import (DEFAULT_NGRAM_FEATURES, TUNE_RESCORE, TUNE_SEARCH_SHARE, TextCNNConfig, default_learning_rate,
+                     resolve_monitor)
 from .errors import ConfigError
 from .data import stratified_split
 from .labels import detect_multi_label, normalise_labels
@@ -110,10 +116,11 @@ class TuneResult:
     best_score: float
     monitor: str
     trials: list[dict] = field(default_factory=list)
+    chosen: dict = field(default_factory=dict)  # the winning setting's trial row (mean_dev_* when re-scored)
 
 
 class TrialReporter(Callback):
-    """Reports each epoch's dev score to the Optuna trial; stops at the deadline or when pruned."""
+    """Reports each epoch's dev score to the Optuna trial (None: none); stops at the deadline or when pruned."""
 
     name = "tune"
 
@@ -127,6 +134,8 @@ class TrialReporter(Callback):
             loop.stop_reason = "tune: the time budget is spent"
 
     def on_epoch_end(self, loop, entry: dict) -> None:
+        if self.trial is None:  # a re-scoring run: never pruned
+            return
         self.trial.report(entry[f"dev_{self.monitor}"], entry["epoch"])
         if not self.cut and not loop.stop and self.trial.should_prune():
             self.pruned = loop.stop = True
@@ -136,7 +145,7 @@ class TrialReporter(Callback):
 def tune(
     train_texts: Sequence[str], train_labels: Sequence, dev_texts: Sequence[str] | None = None,
     dev_labels: Sequence | None = None, *, budget_s: float, fixed: dict[str, Any] | None = None, max_trials: int | None = None,
-    log: Callable[[str], None] = print,
+    rescore: int = TUNE_RESCORE, log: Callable[[str], None] = print,
 ) -> TuneResult:
     """Searches settings for ``budget_s`` seconds (or ``max_trials`` trials) and returns the best on dev.
 
@@ -144,12 +153,16 @@ def tune(
         dev_texts, dev_labels: the dev set every trial is scored on; None holds out a stratified
             ``dev_fraction`` of train once, the same for every trial.
         fixed: config values that are not searched (``seed`` included: every trial trains with it).
-        max_trials: stop after this many trials even if time is left.
+        max_trials: stop searching after this many trials even if time is left.
+        rescore: how many of the best settings are trained again with the next seed once the search has
+            had ``TUNE_SEARCH_SHARE`` of the budget (0: the search has it all and its single best run wins).
     """
     try:
         import optuna
     except ImportError:
         raise ConfigError("textcnn tune needs Optuna: pip install 'textcnn[tune]'") from None
+    if rescore < 0:
+        raise ConfigError(f"--rescore {rescore} must be 0 or more.")
     fixed = dict(fixed or {})
     base = TextCNNConfig.from_dict(fixed)  # a bad fixed value fails before any work
     multi, _, _ = detect_multi_label(list(train_labels), base.multi_label, base.label_sep)
@@ -158,30 +171,35 @@ def tune(
         train_texts, train_labels, dev_texts, dev_labels = _hold_out(train_texts, train_labels, base, multi)
         log(f"tune: no dev set given: holding out a stratified {base.dev_fraction:.0%} of train "
             f"({len(dev_texts)} texts) for every trial")
-    minimise = monitor == "loss"
-    deadline = time.monotonic() + budget_s
-    state: dict[str, Any] = {"best": None, "score": math.inf if minimise else -math.inf}
+    minimise, key = monitor == "loss", f"dev_{monitor}"
+    end = time.monotonic() + budget_s
+    search_end = end - budget_s * (1 - TUNE_SEARCH_SHARE) if rescore else end
+    runs: list[tuple[float, dict, dict, TextCNNClassifier]] = []  # (score, row, params, model): the best finished
     trials: list[dict] = []
     names = searched(set(fixed))
+    ranked = lambda rows: sorted(rows, key=lambda r: r[0], reverse=not minimise)  # noqa: E731, best first
 
-    def objective(trial) -> float:
-        params = {name: SPACE[name](trial) for name in names}
-        clf = TextCNNClassifier(**{**fixed, **params}, verbose=0)
+    def train(params: dict, seed: int, deadline: float, trial=None) -> tuple[TextCNNClassifier, dict]:
+        clf = TextCNNClassifier(**{**fixed, **params, "seed": seed}, verbose=0)
         reporter = TrialReporter(trial, monitor, deadline)
         started = time.monotonic()
         clf.fit(train_texts, train_labels, validation_data=(dev_texts, dev_labels), callbacks=[reporter])
-        score = clf.history_[clf.best_epoch_ - 1][f"dev_{monitor}"]
-        row = {"trial": trial.number, **{k: _as_choice(k, v) for k, v in params.items()}, f"dev_{monitor}": round(score, 4),
-               "best_epoch": clf.best_epoch_, "epochs_run": len(clf.history_),
-               "seconds": round(time.monotonic() - started, 1),
+        row = {"trial": trial.number if trial else None, "seed": seed, **{k: _as_choice(k, v) for k, v in params.items()},
+               key: round(clf.history_[clf.best_epoch_ - 1][key], 4), "best_epoch": clf.best_epoch_,
+               "epochs_run": len(clf.history_), "seconds": round(time.monotonic() - started, 1),
                "state": "pruned" if reporter.pruned else "cut at the deadline" if reporter.cut else "complete"}
+        return clf, row
+
+    def objective(trial) -> float:
+        params = {name: SPACE[name](trial) for name in names}
+        clf, row = train(params, base.seed, search_end, trial)
         trials.append(row)
         log(_trial_line(row, monitor))
-        if reporter.pruned:
+        if row["state"] == "pruned":
             raise optuna.TrialPruned()
-        if score < state["score"] if minimise else score > state["score"]:
-            state.update(best=clf, score=score)
-        if reporter.cut:
+        score = clf.history_[clf.best_epoch_ - 1][key]
+        runs[:] = ranked([*runs, (score, row, params, clf)])[:max(rescore, 1)]
+        if row["state"] != "complete":
             trial.study.stop()
         return score
 
@@ -193,12 +211,36 @@ def tune(
     )
     study.enqueue_trial({name: _default(base, name) for name in names})  # the defaults first
     log(f"tune: searching {', '.join(names) or 'nothing (every searched setting is fixed)'} for "
-        f"{_duration(budget_s)} on dev {monitor}")
-    study.optimize(objective, n_trials=max_trials, timeout=budget_s, catch=())
-    if state["best"] is None:
+        f"{_duration(search_end - time.monotonic())} on dev {monitor}"
+        + (f", then the best {rescore} again with seed {base.seed + 1}" if rescore else ""))
+    study.optimize(objective, n_trials=max_trials, timeout=max(search_end - time.monotonic(), 0), catch=())
+    if not runs:
         raise ConfigError("tune: no trial finished within the budget. Give more time with --budget.")
-    log(f"tune: best dev {monitor} {state['score']:.4f} after {len(trials)} trial(s)")
-    return TuneResult(state["best"], float(state["score"]), monitor, trials)
+    score, row, _, best = runs[0]
+    chosen = dict(row)
+    means = []  # (mean, row, [(score, model) of both seeds])
+    for first_score, first_row, params, first_model in runs if rescore else []:
+        if time.monotonic() >= end:
+            log(f"rescore: no time left for trial {first_row['trial']}")
+            break
+        clf, again = train(params, base.seed + 1, end)
+        again["trial"] = first_row["trial"]
+        trials.append(again)
+        if again["state"] != "complete":
+            log(f"rescore: trial {first_row['trial']} with seed {base.seed + 1} was cut at the deadline: not counted")
+            break
+        second = clf.history_[clf.best_epoch_ - 1][key]
+        mean = (first_score + second) / 2
+        again[f"mean_{key}"] = round(mean, 4)
+        log(f"rescore: {_trial_line(again, monitor)}; mean of both seeds {mean:.4f}")
+        means.append((mean, first_row, ranked([(first_score, first_model), (second, clf)])))
+    if means:
+        mean, first_row, ((score, best), _) = ranked(means)[0]
+        chosen = {**first_row, f"mean_{key}": round(mean, 4)}
+        log(f"tune: trial {first_row['trial']} has the best mean dev {monitor} over seeds {base.seed} and "
+            f"{base.seed + 1}: {mean:.4f}")
+    log(f"tune: best dev {monitor} {score:.4f} after {len(trials)} run(s)")
+    return TuneResult(best, float(score), monitor, trials, chosen)
 
 
 def _duration(seconds: float) -> str:
@@ -207,6 +249,7 @@ def _duration(seconds: float) -> str:
 
 def _trial_line(row: dict, monitor: str) -> str:
     settings = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
-                         if k not in ("trial", f"dev_{monitor}", "best_epoch", "epochs_run", "seconds", "state"))
-    return (f"trial {row['trial']}: dev {monitor} {row[f'dev_{monitor}']:.4f} (epoch {row['best_epoch']}/"
+                         if k not in ("trial", "seed", f"dev_{monitor}", f"mean_dev_{monitor}", "best_epoch", "epochs_run", "seconds",
+                                      "state"))
+    return (f"trial {row['trial']} (seed {row['seed']}): dev {monitor} {row[f'dev_{monitor}']:.4f} (epoch {row['best_epoch']}/"
             f"{row['epochs_run']}, {row['seconds']} s, {row['state']}) {settings}")
