@@ -215,6 +215,19 @@ def test_cli_explain_corpus(model_dir, tmp_path, capsys):
     assert "n-grams that most often drive" in capsys.readouterr().out
 
 
+def test_corpus_drivers_count_the_channel_and_each_ngram_once_per_text():
+    from textcnn.explain import corpus_top_ngrams
+
+    clf = train_tiny()
+    with torch.no_grad():
+        clf.model_.fc.weight.zero_()  # the convolutions say nothing: every driver is the channel's
+    texts = ["how many many many kings ?", "how many kings ?"]
+    tops = corpus_top_ngrams(clf, texts)
+    rows = {row["ngram"]: row for rows in tops.values() for row in rows}
+    assert rows, "the channel's n-grams drive the predictions"
+    assert all(row["texts"] <= len(texts) for row in rows.values())  # "many" thrice in a text counts once
+
+
 @pytest.mark.parametrize("argv, message", [
     (["how"], None),
     ([], "Give texts to explain as arguments, or --input FILE"),

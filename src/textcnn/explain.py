@@ -287,7 +287,8 @@ def corpus_top_ngrams(clf, texts: Iterable[str], *, top: int = 20) -> dict[str, 
     """The n-grams that most often drive each class over a corpus.
 
     For every text, the ``DRIVERS_PER_TEXT`` n-grams with the largest positive contribution to its
-    predicted class (each predicted label, for multi-label) are counted.
+    predicted class (each predicted label, for multi-label) are counted once. An n-gram's contribution
+    in a text is the sum over its places there, the convolutions' and the n-gram channel's alike.
 
     Returns:
         Per class label (as str), up to ``top`` dicts ``ngram``, ``texts`` (how many texts it drove)
@@ -302,10 +303,14 @@ def corpus_top_ngrams(clf, texts: Iterable[str], *, top: int = 20) -> dict[str, 
             for cls in exp["classes"]:
                 if str(cls["label"]) not in predicted:
                     continue
-                for g in [g for g in cls["ngrams"] if g["contribution"] > 0][:DRIVERS_PER_TEXT]:
-                    entry = counts[str(cls["label"])][g["key"]]
+                per_text: dict[str, float] = defaultdict(float)
+                for g in cls["ngrams"] + cls.get("channel_ngrams", []):
+                    per_text[g["key"]] += g["contribution"]
+                drivers = sorted(((k, v) for k, v in per_text.items() if v > 0), key=lambda kv: -kv[1])
+                for key, value in drivers[:DRIVERS_PER_TEXT]:
+                    entry = counts[str(cls["label"])][key]
                     entry[0] += 1
-                    entry[1] += g["contribution"]
+                    entry[1] += value
     return {label: [{"ngram": key, "texts": n, "mean_contribution": total / n}
                     for key, (n, total) in sorted(per.items(), key=lambda kv: (-kv[1][0], -kv[1][1]))[:top]]
             for label, per in counts.items()}
