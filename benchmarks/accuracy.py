@@ -627,7 +627,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "datasets")
     parser.add_argument("--datasets", nargs="+", default=list(SPECS), choices=list(SPECS))
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds: --first-seed, the next, ...")
+    parser.add_argument("--first-seed", type=int, default=0, metavar="K",
+                        help="start at seed K (split one run's seeds over processes, each with its own --results)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON of all runs, merged across calls")
     parser.add_argument("--readme", type=Path, default=README, help="file whose accuracy table is rewritten")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
@@ -674,7 +676,7 @@ def run_dataset(name: str, args, systems: list[str], overrides: dict, results: d
             continue
         encoder = system in ENCODER_SYSTEMS
         runs = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             if system in DETERMINISTIC and runs:
                 runs.append(dict(runs[0]))
                 continue
@@ -689,6 +691,7 @@ def run_dataset(name: str, args, systems: list[str], overrides: dict, results: d
                 run = score(out, view, spec.multi_label, None)
                 if test_rows is not None:
                     run.update(test_subset=run["test"], test_on="subsample")
+            run["seed"] = seed
             run["overrides"] = overrides if system.startswith("textcnn") else {}
             run["wall_seconds"] = time.perf_counter() - started
             if args.max_train:

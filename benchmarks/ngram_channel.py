@@ -46,17 +46,17 @@ def collisions(pairs: set[tuple[int, int]], buckets: int) -> float:
     return sum(c for c in counts.values() if c > 1) / max(len(pairs), 1)
 
 
-def run(data: Path, dataset: str, setting: str, seed: int) -> dict:
+def run(data: Path, dataset: str, setting: str, seed: int, extra: dict | None = None) -> dict:
     buckets, size = (int(x) for x in setting.split("x"))
     x_train, y_train = read_csv(data / dataset / "train.csv")
     x_dev, y_dev = read_csv(data / dataset / "dev.csv")
-    params = dict(ngram_features=buckets, ngram_embedding_size=size or 100)
+    params = dict(ngram_features=buckets, ngram_embedding_size=size or 100, **(extra or {}))
     clf = TextCNNClassifier(seed=seed, verbose=0, **params)
     started = time.perf_counter()
     clf.fit(x_train, y_train, validation_data=(x_dev, y_dev))
     seconds = time.perf_counter() - started
     best = max(clf.history_, key=lambda e: (e["dev_accuracy"], -e["dev_loss"]))
-    row = {"dataset": dataset, "setting": setting, "seed": seed, "dev_accuracy": best["dev_accuracy"],
+    row = {"dataset": dataset, "setting": setting, "seed": seed, **({"set": extra} if extra else {}), "dev_accuracy": best["dev_accuracy"],
            "best_epoch": best["epoch"], "epochs": len(clf.history_), "train_seconds": round(seconds, 1)}
     if buckets:
         pairs = distinct_ngrams(clf, x_train)
@@ -73,18 +73,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="BUCKETSxSIZE: ngram_features x ngram_embedding_size (0x0: no channel)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                   help="another TextCNNClassifier setting for every run, e.g. epochs=15 (recorded in each line)")
     p.add_argument("--json", type=Path, default=Path("ngram-dev.jsonl"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     done = set()
+    extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     if args.json.exists():
-        done = {(r["dataset"], r["setting"], r["seed"]) for r in map(json.loads, args.json.read_text().splitlines())}
+        done = {(r["dataset"], r["setting"], r["seed"], json.dumps(r.get("set", {}), sort_keys=True))
+                for r in map(json.loads, args.json.read_text().splitlines())}
     for dataset in args.datasets:
         for seed in args.seeds:
             for setting in args.settings:
-                if (dataset, setting, seed) in done:
+                if (dataset, setting, seed, json.dumps(extra, sort_keys=True)) in done:
                     continue
-                row = run(args.data_dir, dataset, setting, seed)
+                row = run(args.data_dir, dataset, setting, seed, extra)
                 print(json.dumps(row), flush=True)
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row) + "\n")
