@@ -8,7 +8,9 @@ epoch so far still counts).
 One dev score picks noise as often as a better setting: the best of 30-60 trials on a dev set of a
 thousand texts is mostly luck. So the search gets the first part of the budget (``TUNE_SEARCH_SHARE``) and the
 rest retrains the ``rescore`` best settings once more with the next seed; the setting with the best
-mean dev score over its two runs wins, and its better run is the model returned.
+mean dev score over its two runs wins. The model returned is its run with the caller's seed (picking the
+better of the two runs would be choosing on noise again), so when the defaults win, tune returns what
+``textcnn train`` with that seed gives.
 
 Settings the caller fixes (keyword arguments, command-line flags) are not searched. Test data is never
 seen here: choose on dev, report test afterwards with ``textcnn eval``.
@@ -218,7 +220,7 @@ def tune(
         raise ConfigError("tune: no trial finished within the budget. Give more time with --budget.")
     score, row, _, best = runs[0]
     chosen = dict(row)
-    means = []  # (mean, row, [(score, model) of both seeds])
+    means = []  # (mean, first run's row, score and model)
     for first_score, first_row, params, first_model in runs if rescore else []:
         if time.monotonic() >= end:
             log(f"rescore: no time left for trial {first_row['trial']}")
@@ -233,9 +235,9 @@ def tune(
         mean = (first_score + second) / 2
         again[f"mean_{key}"] = round(mean, 4)
         log(f"rescore: {_trial_line(again, monitor)}; mean of both seeds {mean:.4f}")
-        means.append((mean, first_row, ranked([(first_score, first_model), (second, clf)])))
+        means.append((mean, first_row, first_score, first_model))
     if means:
-        mean, first_row, ((score, best), _) = ranked(means)[0]
+        mean, first_row, score, best = ranked(means)[0]
         chosen = {**first_row, f"mean_{key}": round(mean, 4)}
         log(f"tune: trial {first_row['trial']} has the best mean dev {monitor} over seeds {base.seed} and "
             f"{base.seed + 1}: {mean:.4f}")
