@@ -60,6 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from textcnn import TextCNNClassifier, read_records
+from textcnn.config import DEFAULT_NGRAM_FEATURES
 from textcnn.distill import DEFAULT_COPIES, MAX_NGRAM, NEIGHBOURS, P_DROP, P_NGRAM, P_REPLACE, distill
 from textcnn.metrics import best_thresholds, multilabel_report
 from textcnn.tokenizers import make_tokenizer, resolve_tokenizer_name
@@ -570,8 +571,9 @@ def render_table(results: dict) -> str:
             if results.get(name, {}).get(system):
                 lines.append(table_row(name, system, results[name][system], subsampled))
     seeds = sorted({len(v) for r in results.values() for v in r.values()})
-    sets = sorted({json.dumps(run.get("overrides", {}), sort_keys=True) for r in results.values()
-                   for system, runs in r.items() if system.startswith("textcnn") for run in runs})
+    sets = {name: sorted({json.dumps(run.get("overrides", {}), sort_keys=True) for system, runs in r.items()
+                          if system.startswith("textcnn") for run in runs} - {"{}"}) for name, r in results.items()}
+    overridden = "; ".join(f"{name} {', '.join(found)}" for name, found in sets.items() if found) or "none"
     caps = [f"{n}: {s.encoder.describe()}" if s.encoder else f"{n}: not run" for n, s in SPECS.items()
             if s.encoder is None or s.encoder.describe() != "no caps"]
     lines += ["", (
@@ -581,9 +583,9 @@ def render_table(results: dict) -> str:
         "strings in, probabilities out, tokenising and encoding included), one process on this 2-core machine. "
         "Vectors: glove-6b-50d (English), Tencent characters (thucnews). Word-input textcnn caps: "
         + "; ".join(f"{n} {s.textcnn}" for n, s in SPECS.items() if s.textcnn)
-        + ". n-gram channel: the library default (ngram_features=131072) in every textcnn row but "
-        f"textcnn_no_ngram. Encoder systems ({', '.join(ENCODER_SYSTEMS)}): "
-        + "; ".join(caps) + ". textcnn overrides (--set): " + ", ".join(sets) + "." + distilled_note(results))]
+        + f". n-gram channel: the library default (ngram_features={DEFAULT_NGRAM_FEATURES}) in every textcnn row "
+        f"but textcnn_no_ngram, unless overridden. Encoder systems ({', '.join(ENCODER_SYSTEMS)}): "
+        + "; ".join(caps) + ". textcnn overrides (--set, chosen on dev): " + overridden + "." + distilled_note(results))]
     return "\n".join(lines)
 
 

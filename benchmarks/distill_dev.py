@@ -66,17 +66,17 @@ class Bench:
         np.savez(cache, texts=json.dumps(texts), logits=logits)
         return texts, logits
 
-    def student(self, variant: str) -> dict:
+    def student(self, variant: str, alpha: float = ALPHA, temperature: float = 1.0, extra: dict | None = None) -> dict:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             params = {"embeddings": write_vectors(self.found, tmp)} if variant.endswith("_tv") else {}
-            clf = TextCNNClassifier(seed=0, verbose=0, device="cpu", **params)
+            clf = TextCNNClassifier(seed=0, verbose=0, device="cpu", **{**params, **(extra or {})})
             if variant.startswith("plain"):
                 clf.fit(*self.train, validation_data=self.dev)
             else:
                 texts, logits = self.targets(replace=variant.startswith("d10r"))
                 classes = list(self.teacher.classes_)
-                proba, guessed = mixed_targets(logits, self.train[1], classes, ALPHA, 1.0)
+                proba, guessed = mixed_targets(logits, self.train[1], classes, alpha, temperature)
                 clf.fit(texts, self.train[1] + guessed, validation_data=self.dev, soft_targets=(classes, proba))
         return {"variant": variant, "dev": clf.score(*self.dev) * 100, "test": clf.score(*self.test) * 100,
                 "best_epoch": clf.best_epoch_, "seconds": round(time.perf_counter() - started)}
@@ -89,10 +89,15 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "textcnn-distill-dev",
                    help="the teacher and the cached transfer sets")
+    p.add_argument("--alpha", type=float, default=ALPHA, help="the teacher's share of the labelled texts' targets")
+    p.add_argument("--temperature", type=float, default=1.0, help="softens the teacher's probabilities")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", help="a student setting, e.g. feature_size=200")
     args = p.parse_args()
+    extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     bench = Bench(args.data_dir / args.dataset, args.work / args.dataset)
     for variant in args.variants:
-        row = {"dataset": args.dataset, "seed": 0, **bench.student(variant)}
+        row = {"dataset": args.dataset, "seed": 0, **bench.student(variant, args.alpha, args.temperature, extra),
+               "alpha": args.alpha, "T": args.temperature, "params": extra}
         print(json.dumps(row), flush=True)
         with open(RESULTS, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
