@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from textcnn import TextCNNClassifier
-from textcnn.model import ngram_bucket
+from textcnn.model import gram_bucket
 
 
 def read_csv(path: Path) -> tuple[list[str], list[str]]:
@@ -28,22 +28,23 @@ def read_csv(path: Path) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
-def distinct_ngrams(clf: TextCNNClassifier, texts: list[str]) -> set[tuple[int, int]]:
-    """The (first, second) id pairs of the training texts' uni- (second 0) and bigrams."""
+def distinct_ngrams(clf: TextCNNClassifier, texts: list[str]) -> set[tuple[int, ...]]:
+    """The id tuples of the training texts' n-grams, up to the model's ``ngram_order``."""
+    order = clf.model_.ngram_order
     out = set()
     for ids in clf.encode(texts):
-        out.update((a, 0) for a in ids)
-        out.update(zip(ids, ids[1:]))
+        for n in range(1, order + 1):
+            out.update(tuple(ids[t : t + n]) for t in range(len(ids) - n + 1))
     return out
 
 
-def collisions(pairs: set[tuple[int, int]], buckets: int) -> float:
+def collisions(grams: set[tuple[int, ...]], buckets: int) -> float:
     """Share of distinct training n-grams that share their bucket with another one."""
     counts: dict[int, int] = {}
-    for a, b in pairs:
-        h = ngram_bucket(a, b, buckets)
+    for gram in grams:
+        h = gram_bucket(gram, buckets)
         counts[h] = counts.get(h, 0) + 1
-    return sum(c for c in counts.values() if c > 1) / max(len(pairs), 1)
+    return sum(c for c in counts.values() if c > 1) / max(len(grams), 1)
 
 
 def run(data: Path, dataset: str, setting: str, seed: int, extra: dict | None = None) -> dict:

@@ -129,15 +129,17 @@ MODELS = {
     "windows 2,3,5, n-gram channel": dict(window_sizes=(2, 3, 5), ngram_features=13),
     "windows 1,4,7, batch norm, n-gram channel": dict(window_sizes=(1, 4, 7), batch_norm=True, ngram_features=500),
     "window 9, multichannel, n-gram channel": dict(window_sizes=(9,), multichannel=True, ngram_features=64),
+    "windows 1,2,3, n-gram channel with trigrams": dict(window_sizes=(1, 2, 3), ngram_features=31, ngram_order=3),
+    "windows 3,4, n-gram channel of unigrams": dict(window_sizes=(3, 4), ngram_features=29, ngram_order=1),
 }
 
 
 def random_model(clf: TextCNNClassifier, *, window_sizes, batch_norm=False, multichannel=False,
-                 ngram_features=0) -> TextCNN:
+                 ngram_features=0, ngram_order=2) -> TextCNN:
     """A model of the classifier's shape with random weights of size ~1 and, with batch norm, random statistics."""
     model = TextCNN(vocab_size=len(clf.vocab_), embedding_size=8, feature_size=6, window_sizes=window_sizes,
                     num_class=len(clf.classes_), batch_norm=batch_norm, multichannel=multichannel,
-                    ngram_features=ngram_features, ngram_embedding_size=5)
+                    ngram_features=ngram_features, ngram_embedding_size=5, ngram_order=ngram_order)
     gen = torch.Generator().manual_seed(sum(window_sizes) + 10 * batch_norm + 100 * multichannel + ngram_features)
     with torch.no_grad():
         for name, p in [*model.named_parameters(), *model.named_buffers()]:
@@ -167,7 +169,8 @@ def clf(request, carrier) -> TextCNNClassifier:
     clf = copy.deepcopy(carrier)
     clf.config_ = dataclasses.replace(clf.config_, window_sizes=params["window_sizes"],
                                       batch_norm=params.get("batch_norm", False),
-                                      ngram_features=params.get("ngram_features", 0), ngram_embedding_size=5)
+                                      ngram_features=params.get("ngram_features", 0), ngram_embedding_size=5,
+                                      ngram_order=params.get("ngram_order", 2))
     clf.model_ = random_model(clf, **params)  # multichannel needs pretrained vectors to train: random is as good
     return clf
 

@@ -6,6 +6,7 @@ tests/test_engines.py (the models named "n-gram channel").
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from textcnn.cli import main
 from textcnn.data import pad_batch
 from textcnn.errors import ConfigError
 from textcnn.fastpath import TableEngine, fused_kernel, ngram_kernel
-from textcnn.model import NGRAM_A, NGRAM_B, NGRAM_M, ngram_bucket, ngram_buckets
+from textcnn.model import (NGRAM_A, NGRAM_B, NGRAM_M, TRIGRAM_MARK, gram_bucket, ngram_bucket, ngram_buckets,
+                           trigram_first)
 from textcnn.summary import render_summary
 from textcnn.training import make_optimizer
 
@@ -47,8 +49,38 @@ def test_buckets_are_the_same_in_python_numpy_torch_and_numba():
     if fused_kernel() is not None:  # the kernel's hash: one-hot scores read back which bucket each n-gram hit
         scores = np.eye(BUCKETS + 1, dtype=np.float32)
         out = np.empty((len(firsts), BUCKETS + 1), dtype=np.float32)
-        ngram_kernel()(np.array(firsts, np.int64), np.arange(len(firsts) + 1), scores, BUCKETS, out)
+        ngram_kernel()(np.array(firsts, np.int64), np.arange(len(firsts) + 1), scores, BUCKETS, 2, out)
         assert out.argmax(axis=1).tolist() == [ngram_bucket(x, 0, BUCKETS) for x in firsts]
+
+
+def test_trigrams_hash_alike_everywhere_and_never_as_a_bigram():
+    ids = [1, 2, 5, 99_999, 2**31 - 1]
+    triples = [(a, b, c) for a in ids for b in ids for c in ids]
+    exact = [((((a * NGRAM_A + b) % NGRAM_M + 2**31) * NGRAM_A + c) % NGRAM_M * NGRAM_B % BUCKETS + 1) for a, b, c in triples]
+    assert [gram_bucket(t, BUCKETS) for t in triples] == exact
+    a, b, c = np.array(triples).T
+    assert ngram_bucket(trigram_first(a, b), c, BUCKETS).tolist() == exact
+    batch = torch.tensor(triples)  # (N, 3): one trigram per row, after 3 unigrams and 2 bigrams
+    assert ngram_buckets(batch, BUCKETS, order=3)[:, 5].tolist() == exact
+    assert int(trigram_first(a, b).min()) >= TRIGRAM_MARK > max(ids)  # a trigram's pair is never a bigram's
+    if fused_kernel() is not None:  # one text of 3 ids through the kernel: 6 n-grams, one-hot scores
+        scores = np.eye(BUCKETS + 1, dtype=np.float32)
+        out = np.empty((1, BUCKETS + 1), dtype=np.float32)
+        ngram_kernel()(np.array([3, 4, 5], np.int32), np.array([0, 3]), scores, BUCKETS, 3, out)
+        expected = np.zeros(BUCKETS + 1)
+        for gram in [(3,), (4,), (5,), (3, 4), (4, 5), (3, 4, 5)]:
+            expected[gram_bucket(gram, BUCKETS)] += 1 / 6
+        np.testing.assert_allclose(out[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("order, width", [(1, 3), (2, 5), (3, 6)])
+def test_the_order_sets_which_n_grams_a_batch_has(order, width):
+    ids = torch.tensor([[3, 4, 5], [6, 7, 0], [0, 0, 0]])
+    buckets = ngram_buckets(ids, BUCKETS, order)  # (3, width)
+    grams = [(3,), (4,), (5,), (3, 4), (4, 5), (3, 4, 5)][:width]
+    assert buckets[0].tolist() == [gram_bucket(g, BUCKETS) for g in grams]
+    assert (buckets[1] != 0).sum() == [2, 3, 3][order - 1]  # 2 unigrams, 1 bigram, no trigram
+    assert buckets[2].tolist() == [0] * width
 
 
 def test_buckets_of_a_padded_batch_skip_padding():
@@ -169,6 +201,52 @@ def test_explanations_list_the_channel_n_grams_and_still_sum_to_the_logit(channe
     assert "dull  and" in {g["text"] for g in exp["classes"][0]["channel_ngrams"]}  # spans keep the text as typed
 
 
+def test_explanations_with_trigrams_list_each_once_and_still_sum(corpus, dev_corpus):
+    clf = TextCNNClassifier(**{**TINY, "epochs": 1, "ngram_features": 64, "ngram_order": 3}).fit(*corpus)
+    assert clf.config_.ngram_order == 3 and clf.model_.ngram_order == 3
+    text = "the plot was really dull"
+    exp = clf.explain([text])[0]
+    ids = pad_batch(clf.encode([text]))
+    with torch.no_grad():
+        logits = clf.model_(ids)[0].double().numpy()
+    n = len(exp["tokens"])
+    for c, cls in enumerate(exp["classes"]):
+        grams = cls["channel_ngrams"]
+        assert len(grams) == 3 * n - 3  # every uni-, bi- and trigram, once
+        assert sorted(g["token_end"] - g["token_start"] for g in grams) == [1] * n + [2] * (n - 1) + [3] * (n - 2)
+        assert abs(sum(cls["token_scores"]) + cls["unattributed"] + cls["bias"] - logits[c]) < 1e-5
+    assert "was really dull" in {g["text"] for g in exp["classes"][0]["channel_ngrams"]}
+
+
+def test_the_order_defaults_to_trigrams_for_characters_and_bigrams_for_words(corpus, tmp_path):
+    words = TextCNNClassifier(**{**TINY, "epochs": 1}).fit(*corpus)
+    chars = TextCNNClassifier(**{**TINY, "epochs": 1, "tokenizer": "char"}).fit(*corpus)
+    assert TextCNNConfig().ngram_order is None
+    assert (words.config_.ngram_order, words.model_.ngram_order) == (2, 2)
+    assert (chars.config_.ngram_order, chars.model_.ngram_order) == (3, 3)
+    chars.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["config"]["ngram_order"] == 3
+    loaded = textcnn.load(tmp_path / "m")
+    assert loaded.model_.ngram_order == 3
+    texts = ["a good film", "boring plot", ""]
+    np.testing.assert_array_equal(loaded.predict_proba(texts), chars.predict_proba(texts))
+
+
+def test_a_model_saved_before_the_order_existed_keeps_uni_and_bigrams(corpus, tmp_path):
+    chars = TextCNNClassifier(**{**TINY, "epochs": 1, "tokenizer": "char", "ngram_order": 2}).fit(*corpus)
+    chars.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    del meta["config"]["ngram_order"]  # as written before the field: the char default is now 3
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())  # re-signed, as an old save would be
+    manifest["sha256"]["config.json"] = hashlib.sha256((tmp_path / "m" / "config.json").read_bytes()).hexdigest()
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
+    loaded = textcnn.load(tmp_path / "m")
+    assert loaded.config_.ngram_order == 2 and loaded.model_.ngram_order == 2
+    texts = ["a good film", "boring plot", ""]
+    np.testing.assert_array_equal(loaded.predict_proba(texts), chars.predict_proba(texts))
+
+
 def test_explain_shows_the_channel_in_the_terminal(channel, tmp_path, capsys):
     channel.save(tmp_path / "m")
     assert main(["explain", str(tmp_path / "m"), "the plot was dull"]) == 0
@@ -191,6 +269,10 @@ def test_cli_flag_sets_the_channel(tmp_path, train_csv, dev_csv, capsys):
     assert config["ngram_features"] == 64 and config["ngram_embedding_size"] == 3
     assert main(["train", str(train_csv), "--out", str(tmp_path / "bad"), "--ngram-features", "-1", *fast]) == 2
     assert "--ngram-features" in capsys.readouterr().err
+    assert main(["train", str(train_csv), "--out", str(tmp_path / "tri"), "--ngram-order", "3", *fast]) == 0
+    assert json.loads((tmp_path / "tri" / "config.json").read_text())["config"]["ngram_order"] == 3
+    assert main(["train", str(train_csv), "--out", str(tmp_path / "bad"), "--ngram-order", "5", *fast]) == 2
+    assert "--ngram-order" in capsys.readouterr().err
 
 
 def test_bad_values_are_refused_with_the_parameter_named():
@@ -198,3 +280,6 @@ def test_bad_values_are_refused_with_the_parameter_named():
         TextCNNConfig(ngram_features=-1)
     with pytest.raises(ConfigError, match="The 'ngram_embedding_size' parameter must be an int >= 1"):
         TextCNNConfig(ngram_embedding_size=0)
+    for bad in (0, 4, 2.0, "3"):
+        with pytest.raises(ConfigError, match="The 'ngram_order' parameter must be None, 1, 2 or 3"):
+            TextCNNConfig(ngram_order=bad)

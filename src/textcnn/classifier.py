@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from .card import card_files, python_data, read_facts
 from .config import (DEFAULT_EMBEDDING_SIZE, DEFAULT_VECTOR_VOCAB, TextCNNConfig, check_known_keys,
-                     default_embedding_lr_scale, default_learning_rate, default_window_sizes, resolve_monitor)
+                     default_embedding_lr_scale, default_learning_rate, default_ngram_order, default_window_sizes,
+                     resolve_monitor)
 from . import distributed
 from .data import check_texts, length_batches, pad_batch, stratified_split
 from .errors import ConfigError, DataFormatError, ModelFormatError, NotFittedError
@@ -76,6 +77,7 @@ class TextCNNClassifier(LabelledPredictions):
         batch_norm: bool = _DEFAULTS.batch_norm,
         ngram_features: int = _DEFAULTS.ngram_features,
         ngram_embedding_size: int = _DEFAULTS.ngram_embedding_size,
+        ngram_order: int | None = _DEFAULTS.ngram_order,
         embedding_mode: str = _DEFAULTS.embedding_mode,
         embeddings: str | None = _DEFAULTS.embeddings,
         encoder: str | None = _DEFAULTS.encoder,
@@ -111,6 +113,7 @@ class TextCNNClassifier(LabelledPredictions):
         self.batch_norm = batch_norm
         self.ngram_features = ngram_features
         self.ngram_embedding_size = ngram_embedding_size
+        self.ngram_order = ngram_order
         self.embedding_mode = embedding_mode
         self.embeddings = embeddings
         self.encoder = encoder
@@ -341,6 +344,7 @@ class TextCNNClassifier(LabelledPredictions):
             size = check_dimension(vectors.dim, cfg.embedding_size, vectors.source)
         self.config_ = cfg.replace(num_class=len(classes), tokenizer=name, embedding_size=size,
                                    window_sizes=cfg.window_sizes or default_window_sizes(name),
+                                   ngram_order=cfg.ngram_order or default_ngram_order(name),
                                    learning_rate=cfg.learning_rate or default_learning_rate(cfg.encoder),
                                    embedding_lr_scale=cfg.embedding_lr_scale or default_embedding_lr_scale(cfg.encoder))
         self.thresholds_ = np.full(len(classes), 0.5) if multi else None

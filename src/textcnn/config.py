@@ -28,6 +28,8 @@ DEFAULT_EMBEDDING_SIZE = 128  # embedding_size=None without pretrained vectors
 DEFAULT_VECTOR_VOCAB = 100_000  # vector_vocab=None with pretrained vectors
 WORD_WINDOW_SIZES = (3, 4, 5)  # window_sizes=None with word tokens (Kim 2014)
 CHAR_WINDOW_SIZES = (1, 2, 3)  # window_sizes=None with character tokens (THUCNews dev, benchmarks/README.md)
+WORD_NGRAM_ORDER = 2  # ngram_order=None with word tokens: uni- and bigrams
+CHAR_NGRAM_ORDER = 3  # ngram_order=None with character tokens: and trigrams (THUCNews dev, benchmarks/README.md)
 WORD_LEARNING_RATE = 3e-3  # learning_rate=None with an embedding table
 ENCODER_LEARNING_RATE = 1e-3  # learning_rate=None with an encoder input (MR, SST-2 dev, benchmarks/README.md)
 
@@ -58,12 +60,16 @@ class TextCNNConfig:
     num_class: int | None = _doc("Number of classes; None infers it from the training labels.", default=None)
     batch_norm: bool = _doc("BatchNorm1d after each conv (left commented out in the seed).", default=False)
     ngram_features: int = _doc(
-        "Hash buckets of the n-gram channel: each token and each adjacent pair of tokens is hashed into one of N "
+        "Hash buckets of the n-gram channel: each token and each run of adjacent tokens up to ngram_order is hashed into one of N "
         "buckets, a learned vector per bucket, and the mean vector's own linear term is added to the logits. "
         "0: no channel. On by default (2**17 buckets, a 50 MB table with 100-d vectors: dev accuracy +1.7 MR, "
         "+0.9 SST-2, +0.2 TREC, 2-seed means, benchmarks/README.md); a model saved without the field has no "
         "channel.", default=DEFAULT_NGRAM_FEATURES)
     ngram_embedding_size: int = _doc("Size of the n-gram channel's vectors (with ngram_features > 0).", default=100)
+    ngram_order: int | None = _doc(
+        "The n-gram channel's longest n-grams: 1 (tokens), 2 (and adjacent pairs) or 3 (and triples). None: 3 "
+        "for characters (THUCNews dev, benchmarks/README.md), 2 for words; a model saved without the field has 2.",
+        default=None)
     # --- embeddings (Kim 2014's variants) ---
     embedding_mode: str = _doc(
         "rand (random init), static (frozen vectors), non-static (fine-tuned vectors, random init "
@@ -147,6 +153,11 @@ def default_window_sizes(tokenizer: str) -> tuple[int, ...]:
     return CHAR_WINDOW_SIZES if tokenizer == "char" else WORD_WINDOW_SIZES
 
 
+def default_ngram_order(tokenizer: str) -> int:
+    """The n-gram channel's order that ``ngram_order=None`` stands for with this (resolved) tokenizer."""
+    return CHAR_NGRAM_ORDER if tokenizer == "char" else WORD_NGRAM_ORDER
+
+
 def default_learning_rate(encoder: str | None) -> float:
     """The learning rate that ``learning_rate=None`` stands for with this input."""
     return WORD_LEARNING_RATE if encoder is None else ENCODER_LEARNING_RATE
@@ -207,6 +218,8 @@ def _validate(c: TextCNNConfig) -> None:
         raise _bad("ngram_features", "an int >= 0 (0: no n-gram channel)", c.ngram_features)
     if not _is_int(c.ngram_embedding_size) or c.ngram_embedding_size < 1:
         raise _bad("ngram_embedding_size", "an int >= 1", c.ngram_embedding_size)
+    if c.ngram_order is not None and (not _is_int(c.ngram_order) or c.ngram_order not in (1, 2, 3)):
+        raise _bad("ngram_order", "None, 1, 2 or 3", c.ngram_order)
     if not _is_int(c.patience) or c.patience < 0:
         raise _bad("patience", "an int >= 0", c.patience)
     if not _is_int(c.seed):

@@ -17,10 +17,10 @@ Only a text with no tokens at all has windows that cover none; their contributio
 So ``sum(token_scores) + unattributed + bias == logit`` and the same for the n-grams.
 
 With the n-gram channel (``ngram_features`` > 0) the logit has a second, linear term: the channel's
-linear layer on the mean of the text's uni- and bigram vectors. Each n-gram's share is its vector
+linear layer on the mean of the text's n-gram vectors (up to ``ngram_order``). Each n-gram's share is its vector
 through that layer divided by the number of n-grams; these are listed per class as
-``channel_ngrams`` (with character spans, like ``ngrams``), added to ``token_scores`` (a bigram's
-split over its two tokens), and the channel's bias is part of ``bias``. The sums above still hold, the
+``channel_ngrams`` (with character spans, like ``ngrams``), added to ``token_scores`` (an n-gram's
+split evenly over its tokens), and the channel's bias is part of ``bias``. The sums above still hold, the
 n-grams' with both lists: ``sum(ngrams) + sum(channel_ngrams) + unattributed + bias == logit``.
 
 Example:
@@ -42,7 +42,7 @@ import torch
 
 from .data import check_texts, length_batches, pad_batch, to_python
 from .errors import ConfigError
-from .model import min_length, ngram_bucket
+from .model import gram_bucket, min_length
 from .vocab import UNK_ID
 
 EXPLAIN_BATCH = 256
@@ -171,9 +171,8 @@ def _channel(model, ids: list[int]) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """
     if model.ngram_fc is None:
         return np.zeros((model.fc.out_features, 0)), []
-    spans = [(t, t + 1) for t in range(len(ids))] + [(t, t + 2) for t in range(len(ids) - 1)]
-    buckets = [ngram_bucket(ids[s], ids[e - 1] if e - s == 2 else 0, model.ngram_embedding.num_embeddings - 1)
-               for s, e in spans]
+    spans = [(t, t + n) for n in range(1, model.ngram_order + 1) for t in range(len(ids) - n + 1)]
+    buckets = [gram_bucket(ids[s:e], model.ngram_embedding.num_embeddings - 1) for s, e in spans]
     vectors = model.ngram_embedding.weight.detach()[buckets].cpu().double().numpy()  # (G, D)
     w = model.ngram_fc.weight.detach().cpu().double().numpy()  # (C, D)
     return (w @ vectors.T) / max(len(spans), 1), spans  # (C, G)

@@ -56,7 +56,7 @@ def render_explanation(console: Console, exp: dict, label: str | None, top: int)
     if exp["truncated"]:
         console.print(f"[dim](cut to the first {len(exp['tokens'])} of {exp['n_tokens']} tokens: max_text_len)[/dim]")
     console.print(ngram_table(cls["ngrams"], top, "filters", lambda g: str(g["filters"])))
-    if "channel_ngrams" in cls:  # each uni- or bigram's share of the n-gram channel's mean bag
+    if "channel_ngrams" in cls:  # each n-gram's share of the n-gram channel's mean bag
         console.print(ngram_table(cls["channel_ngrams"], top, "n-gram channel", lambda g: "bag"))
     console.print()
 

@@ -57,7 +57,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .model import TextCNN, _invalid_windows, ngram_bucket, ngram_buckets, pad_to_widest, text_lengths
+from .model import (TextCNN, _invalid_windows, ngram_bucket, ngram_buckets, ngram_count, pad_to_widest, text_lengths,
+                    trigram_first)
 from .vocab import PAD_ID
 
 DEFAULT_TABLE_MAX_MB = 1024
@@ -226,7 +227,8 @@ class TableEngine:
     def _ngram_flat(self, flat: np.ndarray, starts: np.ndarray) -> torch.Tensor:
         """The n-gram channel's term (N, C) of texts ``flat[starts[b]:starts[b + 1]]`` (the numba kernel)."""
         bag = np.empty((starts.size - 1, self.ngram_scores.shape[1]), dtype=np.float32)  # (N, C)
-        ngram_kernel()(flat, starts, self.ngram_scores.numpy(), self.ngram_scores.shape[0] - 1, bag)
+        n_buckets = self.ngram_scores.shape[0] - 1
+        ngram_kernel()(flat, starts, self.ngram_scores.numpy(), n_buckets, self.model.ngram_order, bag)
         return torch.from_numpy(bag) + self.model.ngram_fc.bias  # (N, C)
 
     def _pool_flat(self, flat: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -272,13 +274,13 @@ class TableEngine:
     @torch.no_grad()
     def ngram_logits(self, ids: torch.Tensor) -> torch.Tensor:
         """The same as ``model.ngram_logits(ids)``: (B, T) ids -> (B, C), the mean of the n-grams' table rows."""
-        if ngram_kernel() is not None:  # the kernel on the unpadded texts: no (B, 2T-1) buckets to hash and gather
+        if ngram_kernel() is not None:  # the kernel on the unpadded texts: no (B, G) buckets to hash and gather
             lengths = text_lengths(ids).numpy()  # (B,)
             starts = np.zeros(lengths.size + 1, dtype=np.int64)
             np.cumsum(lengths, out=starts[1:])
             # right-padded: row-major order is text order; int32 like the unpadded path, so one compiled signature
             return self._ngram_flat(ids[ids != PAD_ID].to(torch.int32).numpy(), starts)
-        buckets = ngram_buckets(ids, self.ngram_scores.shape[0] - 1)  # (B, 2T-1)
+        buckets = ngram_buckets(ids, self.ngram_scores.shape[0] - 1, self.model.ngram_order)  # (B, G)
         mean = F.embedding_bag(buckets, self.ngram_scores, mode="mean", padding_idx=0)  # (B, C); no n-grams: 0
         return mean + self.model.ngram_fc.bias  # (B, C)
 
@@ -452,11 +454,12 @@ def _pool_kernel_source(ids, starts, lo, hi, table, ks, kofs, bias, out):  # pra
                 out[b, i * n_filters + f] = max(best[i, f] + bias[i * n_filters + f], 0.0)
 
 
-def _ngram_kernel_source(ids, starts, scores, n_buckets, out):  # pragma: no cover (runs compiled)
+def _ngram_kernel_source(ids, starts, scores, n_buckets, order, out):  # pragma: no cover (runs compiled)
     """``out[b]``: the mean of ``scores``' rows over text b's n-gram buckets (zeros for an empty text).
 
-    Text b's ids are ``ids[starts[b]:starts[b + 1]]``; its n-grams are each id and each adjacent
-    pair, hashed by :func:`textcnn.model.ngram_bucket` (the same integer arithmetic, compiled).
+    Text b's ids are ``ids[starts[b]:starts[b + 1]]``; its n-grams are each id, each adjacent pair
+    (order >= 2) and each adjacent triple (order 3), hashed by :func:`textcnn.model.ngram_bucket`
+    and :func:`textcnn.model.trigram_first` (the same integer arithmetic, compiled).
     """
     n_classes = scores.shape[1]
     acc = np.zeros(n_classes, np.float64)
@@ -468,16 +471,20 @@ def _ngram_kernel_source(ids, starts, scores, n_buckets, out):  # pragma: no cov
             row = scores[_bucket(np.int64(ids[t]), np.int64(0), n_buckets)]
             for c in range(n_classes):
                 acc[c] += row[c]
-            if t + 1 < s1:
+            if order >= 2 and t + 1 < s1:
                 row = scores[_bucket(np.int64(ids[t]), np.int64(ids[t + 1]), n_buckets)]
                 for c in range(n_classes):
                     acc[c] += row[c]
-        count = max(2 * (s1 - s0) - 1, 1)
+            if order >= 3 and t + 2 < s1:
+                row = scores[_bucket(_first3(np.int64(ids[t]), np.int64(ids[t + 1])), np.int64(ids[t + 2]), n_buckets)]
+                for c in range(n_classes):
+                    acc[c] += row[c]
+        count = max(_count(s1 - s0, order), 1)
         for c in range(n_classes):
             out[b, c] = acc[c] / count
 
 
-_bucket = ngram_bucket  # compiled by _jit for the kernels
+_bucket, _first3, _count = ngram_bucket, trigram_first, ngram_count  # compiled by _jit for the kernels
 _KERNEL = None
 _NGRAM_KERNEL = None
 _KERNEL_ERROR: str | None = None
@@ -500,7 +507,7 @@ def fused_kernel():
             one = np.ones(1, dtype=np.float32)  # compiles (or loads) now, so a failure falls back here
             kernel(np.zeros(1, np.int32), np.array([0, 1]), 0, 1, np.zeros((1, 1), np.float32),
                    np.array([1]), np.array([0]), one, np.empty((1, 1), np.float32))
-            ngrams(np.zeros(1, np.int32), np.array([0, 1]), np.zeros((2, 1), np.float32), 1, np.empty((1, 1), np.float32))
+            ngrams(np.zeros(1, np.int32), np.array([0, 1]), np.zeros((2, 1), np.float32), 1, 2, np.empty((1, 1), np.float32))
             _KERNEL, _NGRAM_KERNEL = kernel, ngrams
         except Exception as e:  # ImportError, or a numba that cannot build for this platform
             _KERNEL_ERROR = f"numba unavailable: {e}"
@@ -514,8 +521,9 @@ def ngram_kernel():
 
 def _jit(numba, source):
     """``source`` compiled without the GIL, cached on disk where the install is writable."""
-    global _bucket
+    global _bucket, _first3, _count
     _bucket = numba.njit(ngram_bucket)  # the kernels call the model's own hash, compiled
+    _first3, _count = numba.njit(trigram_first), numba.njit(ngram_count)
     try:
         return numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)(source)
     except RuntimeError:  # no writable cache folder (a read-only install): compile per process
@@ -564,9 +572,9 @@ def deduplicated_forward(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
 
 def _ngram_logits(model: TextCNN, ids: torch.Tensor) -> torch.Tensor:
     """``model.ngram_logits(ids)`` through ``embedding_bag`` (mean, bucket 0 left out): the gather and the
-    mean in one kernel, and a sparse gradient of the rows used, without the (B, 2T-1, D) vectors."""
+    mean in one kernel, and a sparse gradient of the rows used, without the (B, G, D) vectors."""
     table = model.ngram_embedding
-    buckets = ngram_buckets(ids, table.num_embeddings - 1)  # (B, 2T-1)
+    buckets = ngram_buckets(ids, table.num_embeddings - 1, model.ngram_order)  # (B, G)
     mean = F.embedding_bag(buckets, table.weight, mode="mean", padding_idx=0, sparse=table.sparse)  # (B, D)
     return model.ngram_fc(mean)  # (B, C)
 

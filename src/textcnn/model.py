@@ -19,10 +19,10 @@ around the max), and :func:`ngram_buckets` with :meth:`TextCNN.ngram_logits` (th
 ``tests/test_engines.py`` checks every engine against this forward.
 
 The n-gram channel (``ngram_features`` > 0) is a second, linear path from the same ids to the
-logits, fastText-like: every token id and every adjacent pair of ids is hashed into one of N
-buckets (:func:`ngram_bucket`, integer arithmetic that NumPy, numba and ONNX compute alike), the
-buckets' learned vectors are averaged, and the channel's own linear layer maps the mean to a term
-added to the logits. No dropout and no max-norm there (Kim's constraint stays on ``fc``).
+logits, fastText-like: every token id and every adjacent pair of ids (and triple, with
+``ngram_order`` 3) is hashed into one of N buckets (:func:`ngram_bucket`, integer arithmetic that
+NumPy, numba and ONNX compute alike), the buckets' learned vectors are averaged, and the channel's
+own linear layer maps the mean to a term added to the logits. No dropout and no max-norm there (Kim's constraint stays on ``fc``).
 
 With an encoder input (:mod:`textcnn.encoder`) there is no embedding table: ``forward(ids, vectors)``
 takes the encoder's states (B, T, C_in) as the convolutions' input; the ids (word pieces) still say
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import DEFAULT_EMBEDDING_SIZE, TextCNNConfig, default_window_sizes
+from .config import DEFAULT_EMBEDDING_SIZE, TextCNNConfig, default_ngram_order, default_window_sizes
 from .vocab import PAD_ID
 
 
@@ -53,9 +53,13 @@ def pad_to_widest(ids: torch.Tensor, window_sizes: tuple[int, ...]) -> torch.Ten
 
 
 # The n-gram hash: ((first * A + second) mod M * B) mod N, buckets 1..N (0 is "no n-gram", a zero row).
-# A unigram is the pair (id, PAD_ID); a bigram's ids are never padding. Every product stays below
-# 2**63 for ids below 2**32, so int64 arithmetic (torch, NumPy, numba, ONNX) gives the same buckets.
+# A unigram is the pair (id, PAD_ID); a bigram's ids are never padding; a trigram (a, b, c) is the pair
+# (trigram_first(a, b), c), whose first part is at least TRIGRAM_MARK, above every id, so no trigram
+# hashes as a bigram. Every product stays below 2**63 for ids below 2**31 (firsts below 2**32), so
+# int64 arithmetic (torch, NumPy, numba, ONNX) gives the same buckets.
 NGRAM_A, NGRAM_M, NGRAM_B = 1_000_000_007, 2_147_483_647, 2_654_435_761
+TRIGRAM_MARK = 2**31
+NGRAM_ORDERS = (1, 2, 3)  # the longest n-grams the channel can hash
 
 
 def ngram_bucket(first, second, n_buckets: int):
@@ -63,12 +67,38 @@ def ngram_bucket(first, second, n_buckets: int):
     return (first * NGRAM_A + second) % NGRAM_M * NGRAM_B % n_buckets + 1
 
 
-def ngram_buckets(ids: torch.Tensor, n_buckets: int) -> torch.Tensor:
-    """Right-padded ids (B, T) -> each text's n-gram buckets (B, 2T-1): T unigrams, then T-1 bigrams; 0 where none."""
+def trigram_first(a, b):
+    """The first part of the trigram (a, b, c)'s pair: ints, NumPy arrays or torch tensors alike."""
+    return (a * NGRAM_A + b) % NGRAM_M + TRIGRAM_MARK
+
+
+def gram_bucket(gram, n_buckets: int) -> int:
+    """The bucket of one n-gram given as its 1-3 ids (explanations; the batched form is :func:`ngram_buckets`)."""
+    if len(gram) == 3:
+        return ngram_bucket(trigram_first(gram[0], gram[1]), gram[2], n_buckets)
+    return ngram_bucket(gram[0], gram[1] if len(gram) == 2 else 0, n_buckets)
+
+
+def ngram_count(length: int, order: int) -> int:
+    """How many n-grams of orders 1..order a text of ``length`` tokens has."""
+    count = 0
+    for n in range(1, order + 1):  # a loop, not sum(): numba compiles this function for the kernels
+        count += max(length - n + 1, 0)
+    return count
+
+
+def ngram_buckets(ids: torch.Tensor, n_buckets: int, order: int = 2) -> torch.Tensor:
+    """Right-padded ids (B, T) -> each text's n-gram buckets (B, G): T unigrams, then T-1 bigrams (order >= 2),
+    then T-2 trigrams (order 3); 0 where none."""
     real = ids != PAD_ID  # (B, T)
-    uni = ngram_bucket(ids, torch.zeros_like(ids), n_buckets).masked_fill(~real, 0)  # (B, T)
-    bi = ngram_bucket(ids[:, :-1], ids[:, 1:], n_buckets).masked_fill(~(real[:, :-1] & real[:, 1:]), 0)  # (B, T-1)
-    return torch.cat([uni, bi], dim=1)  # (B, 2T-1)
+    grams = [ngram_bucket(ids, torch.zeros_like(ids), n_buckets).masked_fill(~real, 0)]  # (B, T)
+    if order >= 2:
+        both = real[:, :-1] & real[:, 1:]  # (B, T-1)
+        grams.append(ngram_bucket(ids[:, :-1], ids[:, 1:], n_buckets).masked_fill(~both, 0))  # (B, T-1)
+    if order >= 3:
+        first = trigram_first(ids[:, :-2], ids[:, 1:-1])  # (B, T-2)
+        grams.append(ngram_bucket(first, ids[:, 2:], n_buckets).masked_fill(~(both[:, :-1] & real[:, 2:]), 0))
+    return torch.cat(grams, dim=1)  # (B, G)
 
 
 def text_lengths(ids: torch.Tensor) -> torch.Tensor:
@@ -89,8 +119,9 @@ class TextCNN(nn.Module):
         dropout_rate: dropout on the pooled features (training only).
         batch_norm: BatchNorm1d after each convolution.
         multichannel: a second, frozen embedding table whose vectors every filter also sees.
-        ngram_features: hash buckets of the n-gram channel (uni- and bigrams of the ids); 0: no channel.
+        ngram_features: hash buckets of the n-gram channel (the ids' n-grams up to ``ngram_order``); 0: no channel.
         ngram_embedding_size: the size of the n-gram channel's vectors.
+        ngram_order: the channel's longest n-grams: 1 (unigrams), 2 (and bigrams) or 3 (and trigrams).
     """
 
     def __init__(
@@ -106,6 +137,7 @@ class TextCNN(nn.Module):
         multichannel: bool = False,
         ngram_features: int = 0,
         ngram_embedding_size: int = 100,
+        ngram_order: int = 2,
     ) -> None:
         super().__init__()
         self.window_sizes = tuple(window_sizes)
@@ -121,6 +153,7 @@ class TextCNN(nn.Module):
         self.fc = nn.Linear(feature_size * len(self.window_sizes), num_class)
         self.weights_version = 0  # see weights_changed
         self.reset_embeddings()
+        self.ngram_order = ngram_order
         self.ngram_embedding = self.ngram_fc = None  # created last: the CNN's initial weights stay as without
         if ngram_features > 0:
             self.ngram_embedding = nn.Embedding(ngram_features + 1, ngram_embedding_size, padding_idx=0)
@@ -210,7 +243,7 @@ class TextCNN(nn.Module):
     def ngram_logits(self, ids: torch.Tensor) -> torch.Tensor:
         """The n-gram channel's term of the logits (B, C): its linear layer on the mean of the text's
         n-gram vectors (ids (B, T), right-padded; a text without tokens gives the layer's bias)."""
-        buckets = ngram_buckets(ids, self.ngram_embedding.num_embeddings - 1)  # (B, 2T-1)
+        buckets = ngram_buckets(ids, self.ngram_embedding.num_embeddings - 1, self.ngram_order)  # (B, G)
         total = self.ngram_embedding(buckets).sum(dim=1)  # (B, D): bucket 0's row is zero
         count = (buckets != 0).sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
         return self.ngram_fc(total / count)  # (B, C)
@@ -249,9 +282,9 @@ class TextCNN(nn.Module):
         logits = self.fc(self.dropout(flat))  # (B, C)
         steps.append(("dropout, fc", logits))
         if self.ngram_fc is not None:
-            buckets = ngram_buckets(ids, self.ngram_embedding.num_embeddings - 1)  # (B, 2T-1)
-            steps.append(("n-gram buckets (uni + bi)", buckets))
-            steps.append(("n-gram vectors", self.ngram_embedding(buckets)))  # (B, 2T-1, D)
+            buckets = ngram_buckets(ids, self.ngram_embedding.num_embeddings - 1, self.ngram_order)  # (B, G)
+            steps.append((f"n-gram buckets ({' + '.join(('uni', 'bi', 'tri')[:self.ngram_order])})", buckets))
+            steps.append(("n-gram vectors", self.ngram_embedding(buckets)))  # (B, G, D)
             logits = logits + self.ngram_logits(ids)  # (B, C)
             steps.append(("mean, n-gram fc, + logits", logits))
         return steps
@@ -279,4 +312,5 @@ def build_model(cfg: TextCNNConfig, vocab_size: int) -> TextCNN:
             num_class=cfg.num_class, dropout_rate=cfg.dropout_rate, batch_norm=cfg.batch_norm,
             multichannel=cfg.embedding_mode == "multichannel", ngram_features=cfg.ngram_features,
             ngram_embedding_size=cfg.ngram_embedding_size,
+            ngram_order=cfg.ngram_order or default_ngram_order(cfg.tokenizer),
         )

@@ -311,7 +311,8 @@ def _config(path: Path, meta: dict) -> tuple[TextCNNConfig, bool]:
     values = meta.get("config")
     if not isinstance(values, dict):
         raise ModelFormatError(f"{file}: 'config' must be a JSON object of TextCNNConfig fields. {FIX}")
-    values = {"ngram_features": 0, **values}  # saved before the n-gram channel existed: without it
+    # saved before the n-gram channel existed: without it; before ngram_order: uni- and bigrams
+    values = {"ngram_features": 0, "ngram_order": 2, **values}
     try:
         cfg = TextCNNConfig.from_dict(values)
     except (TypeError, ValueError) as e:
