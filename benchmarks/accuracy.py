@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from textcnn import TextCNNClassifier, read_records
-from textcnn.config import DEFAULT_NGRAM_FEATURES
+from textcnn.config import CHAR_NGRAM_ORDER, DEFAULT_NGRAM_FEATURES, WORD_NGRAM_ORDER
 from textcnn.distill import DEFAULT_COPIES, MAX_NGRAM, NEIGHBOURS, P_DROP, P_NGRAM, P_REPLACE, distill
 from textcnn.metrics import best_thresholds, multilabel_report
 from textcnn.tokenizers import make_tokenizer, resolve_tokenizer_name
@@ -583,7 +583,8 @@ def render_table(results: dict) -> str:
         "strings in, probabilities out, tokenising and encoding included), one process on this 2-core machine. "
         "Vectors: glove-6b-50d (English), Tencent characters (thucnews). Word-input textcnn caps: "
         + "; ".join(f"{n} {s.textcnn}" for n, s in SPECS.items() if s.textcnn)
-        + f". n-gram channel: the library default (ngram_features={DEFAULT_NGRAM_FEATURES}) in every textcnn row "
+        + f". n-gram channel: the library default (ngram_features={DEFAULT_NGRAM_FEATURES}; ngram_order "
+        f"{WORD_NGRAM_ORDER} for words, {CHAR_NGRAM_ORDER} for characters) in every textcnn row "
         f"but textcnn_no_ngram, unless overridden. Encoder systems ({', '.join(ENCODER_SYSTEMS)}): "
         + "; ".join(caps) + ". textcnn overrides (--set, chosen on dev): " + overridden + "." + distilled_note(results))]
     return "\n".join(lines)
