@@ -30,6 +30,7 @@ WORD_WINDOW_SIZES = (3, 4, 5)  # window_sizes=None with word tokens (Kim 2014)
 CHAR_WINDOW_SIZES = (1, 2, 3)  # window_sizes=None with character tokens (THUCNews dev, benchmarks/README.md)
 WORD_NGRAM_ORDER = 2  # ngram_order=None with word tokens: uni- and bigrams
 CHAR_NGRAM_ORDER = 3  # ngram_order=None with character tokens: and trigrams (THUCNews dev, benchmarks/README.md)
+NGRAM_ORDERS = (1, 2, 3)  # the channel's longest n-grams: unigrams, bigrams or trigrams
 WORD_LEARNING_RATE = 3e-3  # learning_rate=None with an embedding table
 ENCODER_LEARNING_RATE = 1e-3  # learning_rate=None with an encoder input (MR, SST-2 dev, benchmarks/README.md)
 
@@ -218,7 +219,7 @@ def _validate(c: TextCNNConfig) -> None:
         raise _bad("ngram_features", "an int >= 0 (0: no n-gram channel)", c.ngram_features)
     if not _is_int(c.ngram_embedding_size) or c.ngram_embedding_size < 1:
         raise _bad("ngram_embedding_size", "an int >= 1", c.ngram_embedding_size)
-    if c.ngram_order is not None and (not _is_int(c.ngram_order) or c.ngram_order not in (1, 2, 3)):
+    if c.ngram_order is not None and (not _is_int(c.ngram_order) or c.ngram_order not in NGRAM_ORDERS):
         raise _bad("ngram_order", "None, 1, 2 or 3", c.ngram_order)
     if not _is_int(c.patience) or c.patience < 0:
         raise _bad("patience", "an int >= 0", c.patience)

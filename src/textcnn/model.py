@@ -22,7 +22,8 @@ The n-gram channel (``ngram_features`` > 0) is a second, linear path from the sa
 logits, fastText-like: every token id and every adjacent pair of ids (and triple, with
 ``ngram_order`` 3) is hashed into one of N buckets (:func:`ngram_bucket`, integer arithmetic that
 NumPy, numba and ONNX compute alike), the buckets' learned vectors are averaged, and the channel's
-own linear layer maps the mean to a term added to the logits. No dropout and no max-norm there (Kim's constraint stays on ``fc``).
+own linear layer maps the mean to a term added to the logits. No dropout and no max-norm there
+(Kim's constraint stays on ``fc``).
 
 With an encoder input (:mod:`textcnn.encoder`) there is no embedding table: ``forward(ids, vectors)``
 takes the encoder's states (B, T, C_in) as the convolutions' input; the ids (word pieces) still say
@@ -59,7 +60,6 @@ def pad_to_widest(ids: torch.Tensor, window_sizes: tuple[int, ...]) -> torch.Ten
 # int64 arithmetic (torch, NumPy, numba, ONNX) gives the same buckets.
 NGRAM_A, NGRAM_M, NGRAM_B = 1_000_000_007, 2_147_483_647, 2_654_435_761
 TRIGRAM_MARK = 2**31
-NGRAM_ORDERS = (1, 2, 3)  # the longest n-grams the channel can hash
 
 
 def ngram_bucket(first, second, n_buckets: int):
