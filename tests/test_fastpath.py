@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -404,3 +407,16 @@ def test_fused_kernel_without_a_cache_folder_or_without_numba(monkeypatch):
     assert fastpath.no_kernel_reason().startswith("numba unavailable: ")
     assert "embedding_bag; numba unavailable" in Predictor().path(small_model(), torch.device("cpu"))
     assert not TableEngine(small_model()).fused_for(1)
+
+
+def test_the_kernels_compile_where_numba_is_installed(tmp_path):
+    """numba is a dependency: a kernel it cannot compile (an unsupported construct in the kernels or the
+    model's hash helpers they call) would otherwise fall back silently and every kernel test would skip.
+    Compiled from scratch in a fresh process: numba's on-disk cache does not see edits to the helpers."""
+    pytest.importorskip("numba")
+    code = ("from textcnn.fastpath import fused_kernel, ngram_kernel, no_kernel_reason\n"
+            "assert fused_kernel() is not None and ngram_kernel() is not None, no_kernel_reason()")
+    env = {k: v for k, v in os.environ.items() if k != "TEXTCNN_NO_NUMBA"}
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "NUMBA_CACHE_DIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
