@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from textcnn import TextCNNClassifier
-from textcnn.model import gram_bucket
+from textcnn.model import gram_bucket, ngram_spans
 
 
 def read_csv(path: Path) -> tuple[list[str], list[str]]:
@@ -30,11 +30,9 @@ def read_csv(path: Path) -> tuple[list[str], list[str]]:
 
 def distinct_ngrams(clf: TextCNNClassifier, texts: list[str]) -> set[tuple[int, ...]]:
     """The id tuples of the training texts' n-grams, up to the model's ``ngram_order``."""
-    order = clf.model_.ngram_order
     out = set()
     for ids in clf.encode(texts):
-        for n in range(1, order + 1):
-            out.update(tuple(ids[t : t + n]) for t in range(len(ids) - n + 1))
+        out.update(tuple(ids[s:e]) for s, e in ngram_spans(len(ids), clf.model_.ngram_order))
     return out
 
 

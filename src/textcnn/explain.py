@@ -42,7 +42,7 @@ import torch
 
 from .data import check_texts, length_batches, pad_batch, to_python
 from .errors import ConfigError
-from .model import gram_bucket, min_length
+from .model import gram_bucket, min_length, ngram_spans
 from .vocab import UNK_ID
 
 EXPLAIN_BATCH = 256
@@ -171,7 +171,7 @@ def _channel(model, ids: list[int]) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """
     if model.ngram_fc is None:
         return np.zeros((model.fc.out_features, 0)), []
-    spans = [(t, t + n) for n in range(1, model.ngram_order + 1) for t in range(len(ids) - n + 1)]
+    spans = ngram_spans(len(ids), model.ngram_order)
     buckets = [gram_bucket(ids[s:e], model.ngram_embedding.num_embeddings - 1) for s, e in spans]
     vectors = model.ngram_embedding.weight.detach()[buckets].cpu().double().numpy()  # (G, D)
     w = model.ngram_fc.weight.detach().cpu().double().numpy()  # (C, D)

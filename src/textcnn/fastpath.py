@@ -468,15 +468,15 @@ def _ngram_kernel_source(ids, starts, scores, n_buckets, order, out):  # pragma:
         for c in range(n_classes):
             acc[c] = 0.0
         for t in range(s0, s1):
-            row = scores[_bucket(np.int64(ids[t]), np.int64(0), n_buckets)]
-            for c in range(n_classes):
-                acc[c] += row[c]
-            if order >= 2 and t + 1 < s1:
-                row = scores[_bucket(np.int64(ids[t]), np.int64(ids[t + 1]), n_buckets)]
-                for c in range(n_classes):
-                    acc[c] += row[c]
-            if order >= 3 and t + 2 < s1:
-                row = scores[_bucket(_first3(np.int64(ids[t]), np.int64(ids[t + 1])), np.int64(ids[t + 2]), n_buckets)]
+            first = np.int64(ids[t])
+            for n in range(1, min(order, s1 - t) + 1):  # the n-grams that start at t: uni, bi, tri
+                if n == 1:
+                    h = _bucket(first, np.int64(0), n_buckets)
+                elif n == 2:
+                    h = _bucket(first, np.int64(ids[t + 1]), n_buckets)
+                else:
+                    h = _bucket(_first3(first, np.int64(ids[t + 1])), np.int64(ids[t + 2]), n_buckets)
+                row = scores[h]
                 for c in range(n_classes):
                     acc[c] += row[c]
         count = max(_count(s1 - s0, order), 1)

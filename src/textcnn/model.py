@@ -79,6 +79,12 @@ def gram_bucket(gram, n_buckets: int) -> int:
     return ngram_bucket(gram[0], gram[1] if len(gram) == 2 else 0, n_buckets)
 
 
+def ngram_spans(length: int, order: int) -> list[tuple[int, int]]:
+    """The (start, end) token spans of a text's n-grams, in :func:`ngram_buckets`' order: unigrams, then
+    bigrams (order >= 2), then trigrams (order 3)."""
+    return [(t, t + n) for n in range(1, order + 1) for t in range(length - n + 1)]
+
+
 def ngram_count(length: int, order: int) -> int:
     """How many n-grams of orders 1..order a text of ``length`` tokens has."""
     count = 0
